@@ -1,0 +1,364 @@
+"""The synchronous TLS engine: ``SSLObject``, two memory BIOs, no I/O.
+
+This module knows nothing about Trio (or any event loop). It owns
+
+* the ``ssl.SSLObject`` and its incoming/outgoing ``ssl.MemoryBIO`` pair;
+* the :class:`~trio_tlsretry._pinned.PinnedWrite` of the ``send_all`` in
+  progress, and the rule that a write is retried with the identical slice;
+* the *outgoing ciphertext queue*: every byte the TLS engine produced that the
+  transport has not yet accepted, in wire order, whichever operation produced
+  it. Because the queue belongs to the engine rather than to the task that
+  caused the bytes, a cancelled task can never take ciphertext down with it;
+* a small buffer of plaintext that was decrypted on the *send* path (see
+  :meth:`TLSEngine.pump_incoming`) and is waiting for the receiver;
+* counters for :class:`~trio_tlsretry.TLSStreamStatistics`.
+
+Each method does a bounded amount of work and returns a plain answer (done /
+needs more incoming ciphertext). The async layer in ``_stream.py`` decides when
+to move bytes between the queue and the transport.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections import deque
+from typing import Final
+
+from ._pinned import PinnedWrite
+
+__all__ = ["DEFAULT_WRITE_CHUNK", "TLSEngine"]
+
+#: Plaintext handed to ``SSLObject.write`` at a time. The ciphertext of one
+#: chunk (plus a few record headers) is the most the engine buffers for a
+#: ``send_all``, whatever the size of the caller's data. 64-256 KiB runs
+#: an order of magnitude faster than one huge write (see FACTS in docs).
+DEFAULT_WRITE_CHUNK: Final = 128 * 1024
+
+#: Plaintext decrypted on the send path that may wait for the receiver before
+#: the send path stops pulling more from the transport.
+PLAINTEXT_BUFFER_LIMIT: Final = 1024 * 1024
+
+
+class TLSEngine:
+    """Sans-IO TLS state for one connection.
+
+    Outcomes are reported as return values, never by raising
+    ``SSLWantReadError``: a method returns ``False`` (or ``None``) when it
+    needs more incoming ciphertext, which the caller supplies with
+    :meth:`receive_ciphertext`. Any other ``ssl.SSLError`` propagates.
+    """
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None,
+        write_chunk: int = DEFAULT_WRITE_CHUNK,
+    ) -> None:
+        if write_chunk < 1:
+            raise ValueError("write_chunk must be at least 1")
+        self.incoming: Final = ssl.MemoryBIO()
+        self.outgoing: Final = ssl.MemoryBIO()
+        self.ssl_object: Final = context.wrap_bio(
+            self.incoming,
+            self.outgoing,
+            server_side=server_side,
+            server_hostname=server_hostname,
+        )
+        self.write_chunk = write_chunk
+        self.handshake_done = False
+        #: The peer's close_notify has been read: reads return b"" from now on.
+        self.peer_closed = False
+        #: The ``send_all`` in progress, if any.
+        self.pinned: PinnedWrite | None = None
+        # The head of the outgoing queue: bytes taken out of ``outgoing`` and
+        # partly handed to the transport. The rest of the queue still sits in
+        # the BIO, so order is preserved without a second container.
+        self._head: memoryview = memoryview(b"")
+        # How many bytes at the front of the queue may wait for the next send
+        # operation (TLS 1.3 session tickets, see ``do_handshake``).
+        self._deferrable_bytes = 0
+        self._plaintext: deque[bytes] = deque()
+        self._plaintext_bytes = 0
+        self._eof_after_plaintext: BaseException | None = None
+        # Counters.
+        self.plaintext_bytes_sent = 0
+        self.plaintext_bytes_received = 0
+        self.ciphertext_bytes_sent = 0
+        self.ciphertext_bytes_received = 0
+        self.write_retries = 0
+        self.max_outgoing_ciphertext_bytes = 0
+
+    # ----------------------------------------------------------------- queue
+
+    @property
+    def outgoing_ciphertext_bytes(self) -> int:
+        """Ciphertext produced by the engine and not yet accepted by the transport."""
+        return len(self._head) + self.outgoing.pending
+
+    @property
+    def incoming_ciphertext_bytes(self) -> int:
+        """Ciphertext received from the transport and not yet processed."""
+        return self.incoming.pending
+
+    def has_outgoing(self) -> bool:
+        return bool(self._head) or self.outgoing.pending > 0
+
+    def must_flush_before_receiving(self) -> bool:
+        """Is there queued ciphertext the peer may be waiting for?
+
+        Session tickets that a TLS 1.3 server produced at the end of its
+        handshake are the exception: nothing on the peer's side waits for
+        them, and flushing them from a receive could deadlock against a client
+        that only sends over an unbuffered transport (python-trio/trio#819).
+        """
+        return self.outgoing_ciphertext_bytes > self._deferrable_bytes
+
+    def _note_output(self) -> None:
+        # Called after every engine call that may have produced ciphertext.
+        pending = self.outgoing_ciphertext_bytes
+        if pending > self.max_outgoing_ciphertext_bytes:
+            self.max_outgoing_ciphertext_bytes = pending
+
+    def outgoing_head(self, limit: int = 1 << 20) -> memoryview:
+        """The next bytes to hand to the transport (empty if none).
+
+        Repeated calls return the same bytes until :meth:`consume_outgoing`
+        says some were sent. At most ``limit`` bytes are taken out of the BIO
+        at a time when the head is refilled.
+        """
+        if not self._head and self.outgoing.pending:
+            self._head = memoryview(self.outgoing.read(limit))
+        return self._head
+
+    def consume_outgoing(self, sent: int) -> None:
+        """The transport accepted the first ``sent`` bytes of the head."""
+        if not 0 <= sent <= len(self._head):
+            raise ValueError(f"transport reported {sent} bytes sent of {len(self._head)}")
+        self._head = self._head[sent:]
+        self.ciphertext_bytes_sent += sent
+        self._deferrable_bytes = max(0, self._deferrable_bytes - sent)
+        if not self.has_outgoing():
+            pinned = self.pinned
+            if pinned is not None:
+                pinned.mark_delivered()
+
+    # ------------------------------------------------------------- handshake
+
+    def do_handshake(self) -> bool:
+        """Advance the handshake; ``True`` once it has completed."""
+        if self.handshake_done:
+            return True
+        queue_was_empty = not self.has_outgoing()
+        try:
+            self.ssl_object.do_handshake()
+        except ssl.SSLWantReadError:
+            self._note_output()
+            return False
+        self.handshake_done = True
+        if (
+            self.ssl_object.server_side
+            and self.ssl_object.version() == "TLSv1.3"
+            and queue_was_empty
+            and self.outgoing.pending
+        ):
+            # A TLS 1.3 server has nothing left to say after the client's
+            # Finished except its NewSessionTicket messages. They may wait.
+            self._deferrable_bytes = self.outgoing.pending
+        self._note_output()
+        return True
+
+    # ----------------------------------------------------------------- write
+
+    def pin(self, source: object, data: bytes) -> PinnedWrite:
+        """Make ``data`` (the snapshot of ``source``) the write in progress."""
+        if self.pinned is not None:
+            raise RuntimeError("a pinned write is already in progress")
+        pinned = PinnedWrite(source, data)
+        self.pinned = pinned
+        return pinned
+
+    def unpin(self) -> None:
+        """Forget the pinned write; it must be fully delivered."""
+        pinned = self.pinned
+        if pinned is not None:
+            if pinned.undelivered:  # pragma: no cover - internal misuse
+                raise RuntimeError("unpin() with undelivered plaintext")
+            pinned.release()
+            self.pinned = None
+
+    def write_pinned_chunk(self) -> bool:
+        """Offer the pinned write's outstanding chunk to the TLS engine.
+
+        Returns ``True`` when the chunk was accepted (its ciphertext is now in
+        the outgoing queue) and ``False`` when OpenSSL needs incoming data
+        first. In the ``False`` case the very same ``memoryview`` stays in
+        ``pinned.chunk`` and is the only thing the next call passes.
+
+        Before writing on a TLS 1.2 (or older) connection, records already in
+        the incoming BIO are decrypted into the plaintext buffer: if a
+        renegotiation is under way, ``SSL_write`` would read them itself and
+        fail with ``UNEXPECTED_RECORD`` on application data (OpenSSL only lets
+        ``SSL_read`` meet application data mid-handshake). This is the failure
+        that breaks ``trio.SSLStream`` when a peer renegotiates during a
+        two-way transfer.
+        """
+        pinned = self.pinned
+        if pinned is None:  # pragma: no cover - internal misuse
+            raise RuntimeError("write_pinned_chunk() without a pinned write")
+        chunk = pinned.next_chunk(self.write_chunk)
+        if self._may_renegotiate():
+            self.pump_incoming()
+        try:
+            self.ssl_object.write(chunk)
+        except ssl.SSLWantReadError:
+            self.write_retries += 1
+            self._note_output()
+            return False
+        self.plaintext_bytes_sent += len(chunk)
+        pinned.accept_chunk()
+        self._note_output()
+        return True
+
+    def _may_renegotiate(self) -> bool:
+        # Renegotiation exists only before TLS 1.3. Checking the BIO and the
+        # SSL object's pending count first keeps the common case cheap.
+        return (
+            self.incoming.pending > 0 or self.ssl_object.pending() > 0
+        ) and self.ssl_object.version() != "TLSv1.3"
+
+    # ------------------------------------------------------------------ read
+
+    def receive_ciphertext(self, data: bytes) -> None:
+        """Feed ciphertext from the transport; ``b""`` means transport EOF."""
+        if data:
+            self.ciphertext_bytes_received += len(data)
+            self.incoming.write(data)
+        else:
+            self.incoming.write_eof()
+
+    @property
+    def buffered_plaintext_bytes(self) -> int:
+        return self._plaintext_bytes
+
+    def pump_incoming(self) -> None:
+        """Decrypt every complete record already received into the buffer.
+
+        Used on the send path, where OpenSSL must not meet application data
+        itself. Stops at the first ``WANT_READ``. A close_notify or an error is
+        remembered and reported by :meth:`read` after the buffered plaintext,
+        so the receiver sees bytes and events in wire order.
+        """
+        if self._eof_after_plaintext is not None or self.peer_closed:
+            return
+        while True:
+            try:
+                data = self.ssl_object.read(self.write_chunk)
+            except ssl.SSLWantReadError:
+                self._note_output()
+                return
+            except ssl.SSLError as exc:
+                self._note_output()
+                self._eof_after_plaintext = exc
+                return
+            self._note_output()
+            if not data:
+                # Python < 3.12 may return b"" on a clean close.
+                self._eof_after_plaintext = ssl.SSLZeroReturnError("close_notify received")
+                return
+            self._plaintext.append(data)
+            self._plaintext_bytes += len(data)
+
+    def read(self, max_bytes: int) -> bytes | None:
+        """Up to ``max_bytes`` of plaintext, ``b""`` at close_notify, ``None``
+        if more ciphertext is needed.
+
+        Several TLS records are decrypted in one call when they are already
+        here: ``SSLObject.read`` stops at a record boundary, and handing each
+        16 KiB record back to the scheduler separately costs more than the
+        decryption. Raises ``ssl.SSLError`` (including ``SSLEOFError`` for a
+        transport EOF without close_notify).
+        """
+        if self._plaintext:
+            return self._take_buffered(max_bytes)
+        if self._eof_after_plaintext is not None:
+            exc = self._eof_after_plaintext
+            if isinstance(exc, ssl.SSLZeroReturnError):
+                self._eof_after_plaintext = None
+                self.peer_closed = True
+                return b""
+            raise exc
+        if self.peer_closed:
+            return b""
+        ssl_object = self.ssl_object
+        pieces: list[bytes] = []
+        wanted = max_bytes
+        try:
+            while wanted > 0:
+                piece = ssl_object.read(wanted)
+                if not piece:
+                    # CPython returns b"" instead of raising when the
+                    # close_notify arrives before we sent ours.
+                    raise ssl.SSLZeroReturnError("close_notify received")
+                pieces.append(piece)
+                wanted -= len(piece)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            if not pieces:
+                self._note_output()
+                self.peer_closed = True
+                return b""
+            self._eof_after_plaintext = ssl.SSLZeroReturnError("close_notify received")
+        except ssl.SSLError as exc:
+            if not pieces:
+                self._note_output()
+                raise
+            # Hand over what was decrypted before the error; report it next.
+            self._eof_after_plaintext = exc
+        self._note_output()
+        if not pieces:
+            return None
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        self.plaintext_bytes_received += len(data)
+        return data
+
+    def _take_buffered(self, max_bytes: int) -> bytes:
+        out: list[bytes] = []
+        wanted = max_bytes
+        buffer = self._plaintext
+        while buffer and wanted > 0:
+            piece = buffer[0]
+            if len(piece) <= wanted:
+                buffer.popleft()
+                out.append(piece)
+                wanted -= len(piece)
+            else:
+                out.append(piece[:wanted])
+                buffer[0] = piece[wanted:]
+                wanted = 0
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self._plaintext_bytes -= len(data)
+        self.plaintext_bytes_received += len(data)
+        return data
+
+    # -------------------------------------------------------------- shutdown
+
+    def start_shutdown(self) -> bool:
+        """Queue our close_notify; ``True`` if the peer's has also arrived.
+
+        ``SSLObject.unwrap`` raises ``SSLWantReadError`` until the peer's
+        close_notify has been read; the first call queues ours either way.
+        """
+        try:
+            self.ssl_object.unwrap()
+        except ssl.SSLWantReadError:
+            self._note_output()
+            return False
+        self._note_output()
+        return True
+
+    def take_trailing_ciphertext(self) -> bytes:
+        """Bytes received after the peer's close_notify (for ``unwrap``)."""
+        return self.incoming.read()

@@ -1,0 +1,687 @@
+"""``TLSStream``: the thin async layer over the sans-IO engine.
+
+The engine (``_engine.py``) holds all TLS state and never awaits. This module
+owns the three things that need Trio: locks, checkpoints and cancellation.
+"""
+
+from __future__ import annotations
+
+import operator
+import ssl
+from collections.abc import Callable
+from typing import Any, Final, NoReturn, TypeVar
+
+import trio
+from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
+
+from ._engine import PLAINTEXT_BUFFER_LIMIT, TLSEngine
+from ._errors import NeedHandshakeError, SendEOFNotSupportedError
+from ._pinned import snapshot
+from ._stats import StreamState, TLSStreamStatistics
+from ._transport import sender_for
+
+__all__ = ["DEFAULT_RECEIVE_SIZE", "TLSStream"]
+
+#: ``receive_some()`` without ``max_bytes`` returns at most this much.
+DEFAULT_RECEIVE_SIZE: Final = 256 * 1024
+#: Ciphertext asked of the transport per ``receive_some`` call.
+TRANSPORT_RECEIVE_SIZE: Final = 256 * 1024
+
+_T = TypeVar("_T")
+
+
+class _ConflictDetector:
+    """Turns overlapping calls of one operation into ``BusyResourceError``."""
+
+    __slots__ = ("held", "message")
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.held = False
+
+    def __enter__(self) -> None:
+        if self.held:
+            raise trio.BusyResourceError(self.message)
+        self.held = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.held = False
+
+
+async def _acquire(lock: trio.Lock) -> bool:
+    """Take ``lock``; return whether we had to wait (and so yielded)."""
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
+        return True
+    return False
+
+
+class TLSStream(trio.abc.HalfCloseableStream):
+    """A TLS connection over any :class:`trio.abc.Stream`.
+
+    A drop-in replacement for :class:`trio.SSLStream` with the same
+    constructor, methods and forwarded TLS details, and stronger guarantees:
+
+    * ``send_all`` pins an immutable snapshot of its data before its first
+      await and only ever retries the identical slice of it;
+    * a cancelled ``send_all``, ``receive_some``, ``do_handshake``,
+      ``wait_send_all_might_not_block`` or ``unwrap`` leaves the stream usable
+      whenever the transport reports what it sent (see
+      :doc:`/cancellation`), and retrying ``send_all`` with the same object
+      resumes at the exact byte where it stopped;
+    * buffered ciphertext stays bounded whatever the size of a write.
+
+    Args:
+      transport_stream: the stream carrying ciphertext, usually a
+        :class:`trio.SocketStream`.
+      ssl_context: the :class:`ssl.SSLContext` for this connection.
+      server_hostname: the name to verify the server's certificate against
+        (and send as SNI). Required on the client when the context checks
+        host names.
+      server_side: ``True`` to act as the TLS server.
+      https_compatible: do not send ``close_notify`` on close, and treat a
+        transport EOF without ``close_notify`` as a clean EOF, as HTTPS
+        clients and servers commonly do.
+
+    Raises:
+      ValueError: from :meth:`ssl.SSLContext.wrap_bio` when the arguments do
+        not fit the context (for example ``server_side=True`` with a client
+        context, or no ``server_hostname`` while ``check_hostname`` is on).
+    """
+
+    def __init__(
+        self,
+        transport_stream: trio.abc.Stream,
+        ssl_context: ssl.SSLContext,
+        *,
+        server_hostname: str | bytes | None = None,
+        server_side: bool = False,
+        https_compatible: bool = False,
+    ) -> None:
+        if isinstance(server_hostname, bytes):
+            server_hostname = server_hostname.decode("ascii")
+        #: The underlying transport.
+        self.transport_stream: trio.abc.Stream = transport_stream
+        self._https_compatible = https_compatible
+        self._engine = TLSEngine(
+            ssl_context, server_side=server_side, server_hostname=server_hostname
+        )
+        self._ssl_object = self._engine.ssl_object
+        self._sender = sender_for(transport_stream)
+        self._state = StreamState.OPEN
+        self._failure: str | None = None
+        self._failure_cause: BaseException | None = None
+        self._send_conflict = _ConflictDetector(
+            "another task is already sending on this TLSStream"
+        )
+        self._receive_conflict = _ConflictDetector(
+            "another task is already receiving on this TLSStream"
+        )
+        self._handshake_lock = trio.Lock()
+        self._transport_send_lock = trio.Lock()
+        self._transport_receive_lock = trio.Lock()
+        self._transport_receives = 0
+        self._plaintext_drained = ParkingLot()
+        self._sent_eof = False
+
+    # ------------------------------------------------------------- state
+
+    def statistics(self) -> TLSStreamStatistics:
+        """A snapshot of this stream's buffers and counters."""
+        engine = self._engine
+        pinned = engine.pinned
+        return TLSStreamStatistics(
+            pinned_bytes=pinned.undelivered if pinned is not None else 0,
+            outgoing_ciphertext_bytes=engine.outgoing_ciphertext_bytes,
+            incoming_ciphertext_bytes=engine.incoming_ciphertext_bytes,
+            buffered_plaintext_bytes=engine.buffered_plaintext_bytes,
+            state=self._state,
+            plaintext_bytes_sent=engine.plaintext_bytes_sent,
+            plaintext_bytes_received=engine.plaintext_bytes_received,
+            ciphertext_bytes_sent=engine.ciphertext_bytes_sent,
+            ciphertext_bytes_received=engine.ciphertext_bytes_received,
+            write_retries=engine.write_retries,
+            max_outgoing_ciphertext_bytes=engine.max_outgoing_ciphertext_bytes,
+        )
+
+    def _check_usable(self) -> None:
+        if self._state is StreamState.OPEN:
+            return
+        if self._state is StreamState.CLOSED:
+            raise trio.ClosedResourceError("this TLSStream is closed")
+        raise trio.BrokenResourceError(self._failure) from self._failure_cause
+
+    def _break(self, message: str, cause: BaseException | None) -> None:
+        if self._state is StreamState.OPEN:
+            self._state = StreamState.BROKEN
+            self._failure = message
+            self._failure_cause = cause
+        self._plaintext_drained.unpark_all()
+
+    def _raise_tls_error(self, exc: BaseException) -> NoReturn:
+        self._break(f"TLS error: {exc}", exc)
+        raise trio.BrokenResourceError(f"TLS error: {exc}") from exc
+
+    def _raise_transport_error(self, exc: BaseException) -> NoReturn:
+        if self._state is StreamState.CLOSED:
+            raise trio.ClosedResourceError("this TLSStream was closed") from exc
+        message = f"the transport failed: {exc!r}"
+        self._break(message, exc)
+        raise trio.BrokenResourceError(message) from exc
+
+    # ------------------------------------------------------ moving bytes
+
+    async def _flush(self) -> None:
+        """Hand every queued ciphertext byte to the transport, in order.
+
+        The queue lives in the engine, not in this task, so whoever holds the
+        transport send lock sends the head of the queue, whichever task's
+        operation produced those bytes. Order on the wire is therefore fixed
+        when the engine produces the bytes, and a task cancelled while waiting
+        for the lock leaves its bytes in the queue for the next flusher.
+        """
+        engine = self._engine
+        lock = self._transport_send_lock
+        await _acquire(lock)
+        try:
+            sender = self._sender
+            while engine.has_outgoing():
+                self._check_usable()
+                head = engine.outgoing_head()
+                try:
+                    sent = await sender.send(head)
+                except trio.Cancelled as exc:
+                    if not sender.exact:
+                        # Some unknown prefix of ``head`` may be on the wire;
+                        # sending any more could only tear a record.
+                        self._break(
+                            "a send on the transport was cancelled part-way and the "
+                            "transport cannot say how much it sent (use a "
+                            "trio.SocketStream or an ExactProgressStream to make "
+                            "cancellation recoverable)",
+                            exc,
+                        )
+                    raise
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    self._raise_transport_error(exc)
+                engine.consume_outgoing(sent)
+        finally:
+            lock.release()
+
+    async def _receive(self) -> None:
+        """Move one transport read of ciphertext into the engine.
+
+        If another task completed a transport read while we waited for the
+        lock, return at once: the caller retries its engine operation, which
+        may now succeed, and a second read could wait for data that never
+        comes.
+        """
+        engine = self._engine
+        if engine.incoming.eof:
+            # Retrying the engine operation will report the EOF.
+            return
+        seen = self._transport_receives
+        lock = self._transport_receive_lock
+        await _acquire(lock)
+        try:
+            if seen != self._transport_receives:
+                return
+            self._check_usable()
+            try:
+                data = await self.transport_stream.receive_some(TRANSPORT_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._raise_transport_error(exc)
+            # No await between the transport read and the engine: a
+            # cancellation can only arrive before the read (nothing consumed)
+            # or after this line (everything kept in the incoming BIO).
+            engine.receive_ciphertext(data)
+            self._transport_receives += 1
+        finally:
+            lock.release()
+
+    # --------------------------------------------------------- handshake
+
+    async def _ensure_handshake(self) -> bool:
+        """Complete the handshake if needed; return whether we yielded."""
+        engine = self._engine
+        if engine.handshake_done:
+            return False
+        await self._handshake_lock.acquire()
+        try:
+            while True:
+                self._check_usable()
+                try:
+                    done = engine.do_handshake()
+                except (ssl.SSLError, ssl.CertificateError) as exc:
+                    self._raise_tls_error(exc)
+                if done:
+                    if engine.must_flush_before_receiving():
+                        await self._flush()
+                    return True
+                # Our flight first: the peer cannot answer what it has not
+                # seen. Then one transport read, and ask the engine again.
+                if engine.has_outgoing():
+                    await self._flush()
+                elif engine.incoming.eof:
+                    self._raise_tls_error(
+                        ssl.SSLEOFError("the transport closed during the handshake")
+                    )
+                else:
+                    await self._receive()
+        finally:
+            self._handshake_lock.release()
+
+    async def do_handshake(self) -> None:
+        """Complete the TLS handshake, if it has not completed yet.
+
+        Called automatically by the first ``send_all``, ``receive_some`` or
+        ``wait_send_all_might_not_block``; call it yourself to get certificate
+        errors early or to read :meth:`getpeercert` before any data moves.
+        Host-name checking always happens here (never skipped, unlike a bare
+        ``SSLObject.read``: CPython bpo-30141).
+
+        Cancellation-safe: a cancelled handshake resumes on the next call.
+        Several tasks may call it at once; they all wait for the same
+        handshake.
+
+        Raises:
+          trio.BrokenResourceError: the handshake failed; ``__cause__`` holds
+            the :class:`ssl.SSLError` (for instance
+            :class:`ssl.SSLCertVerificationError`).
+          trio.ClosedResourceError: the stream was closed.
+        """
+        await checkpoint_if_cancelled()
+        self._check_usable()
+        yielded = await self._ensure_handshake()
+        if self._engine.must_flush_before_receiving():
+            await self._flush()
+            yielded = True
+        if not yielded:
+            await cancel_shielded_checkpoint()
+
+    # --------------------------------------------------------------- send
+
+    async def _drive_pinned(self) -> None:
+        """Push the pinned write through the engine to the transport.
+
+        This is the loop the whole library exists for, so here is why each
+        await sits where it does.
+
+        1. *Flush before writing.* A new chunk is encrypted only when the
+           outgoing queue is empty. That bounds buffered ciphertext to about
+           one chunk, and it makes ``pinned.delivered`` exact: when the queue
+           is empty, every accepted byte has reached the transport.
+
+        2. *The flush is the only await that can lose anything, and only over
+           a transport that cannot report progress.* Over a
+           :class:`trio.SocketStream` or an ``ExactProgressStream`` a
+           cancelled flush sends nothing, the queue keeps its head, and the
+           next send operation continues from the exact byte. Over any other
+           transport a cancellation inside its ``send_all`` breaks the stream
+           (``_flush`` says why).
+
+        3. *The engine call never awaits.* ``write_pinned_chunk`` either
+           accepts the outstanding chunk in full (``SSL_MODE_ENABLE_PARTIAL_
+           WRITE`` is off in CPython) and queues its ciphertext, or raises
+           WANT_READ having taken nothing. In the second case the same
+           ``memoryview`` stays in ``pinned.chunk``: OpenSSL's "retry with the
+           same arguments" rule is kept by construction, which over memory
+           BIOs nothing else would check.
+
+        4. *WANT_READ means renegotiation.* The peer may be waiting for
+           handshake messages we just queued, so they are flushed (back to
+           step 1) before we wait for the peer's. Reading is shared with
+           ``receive_some`` through ``_receive``, which never reads twice for
+           one need. Records decrypted on this path are application data the
+           receiver has not asked for yet; they wait in the engine's plaintext
+           buffer, and once that buffer is full we wait for the receiver
+           rather than read more (a peer cannot make us buffer without bound).
+
+        5. *Cancellation between any two steps is harmless:* the state that
+           matters (pinned offset, outstanding chunk, outgoing queue, incoming
+           BIO, plaintext buffer) lives in the engine and is consistent at
+           every await.
+        """
+        engine = self._engine
+        while True:
+            self._check_usable()
+            if engine.has_outgoing():
+                await self._flush()
+                continue
+            pinned = engine.pinned
+            if pinned is None:
+                return
+            if not pinned.unaccepted:
+                pinned.mark_delivered()
+                engine.unpin()
+                return
+            try:
+                accepted = engine.write_pinned_chunk()
+            except (ssl.SSLError, ssl.CertificateError) as exc:
+                self._raise_tls_error(exc)
+            if accepted or engine.has_outgoing():
+                continue
+            if engine.buffered_plaintext_bytes >= PLAINTEXT_BUFFER_LIMIT:
+                await self._plaintext_drained.park()
+                continue
+            if engine.incoming.eof:
+                self._raise_tls_error(
+                    ssl.SSLEOFError("the transport closed during a renegotiation")
+                )
+            await self._receive()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt and send all of ``data``.
+
+        ``data`` is snapshotted before the first await (no copy for
+        ``bytes``), so changing a ``bytearray`` after the call started changes
+        nothing on the wire.
+
+        If the call is cancelled, the unsent remainder stays *pinned*: call
+        ``send_all`` again with the very same object to resume exactly where
+        it stopped; any other send operation first completes the remainder.
+        See :doc:`/cancellation` for the full contract.
+
+        Raises:
+          TypeError: ``data`` is not bytes-like (``str`` included).
+          trio.BusyResourceError: another task is already sending.
+          trio.BrokenResourceError: the connection failed (TLS error,
+            transport failure, or an unrecoverable cancellation).
+          trio.ClosedResourceError: the stream was closed.
+        """
+        engine = self._engine
+        pinned = engine.pinned
+        resume = pinned is not None and pinned.source is data
+        fresh = b"" if resume else snapshot(data)
+        with self._send_conflict:
+            await checkpoint_if_cancelled()
+            self._check_usable()
+            if self._sent_eof:
+                raise trio.ClosedResourceError("send_eof() was already called")
+            await self._ensure_handshake()
+            if not resume:
+                if engine.pinned is not None:
+                    # A cancelled send_all left a remainder: finish it first so
+                    # no message is torn on the wire.
+                    await self._drive_pinned()
+                engine.pin(data, fresh)
+            await self._drive_pinned()
+            # The uncontended fast path may not have yielded (a lock taken
+            # without waiting, a socket send that did not block); a checkpoint
+            # must. Shielded: every byte has been handed over, so a
+            # cancellation now would wrongly report failure.
+            await cancel_shielded_checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until a ``send_all`` might not block.
+
+        Completes the handshake and any pinned remainder first, then waits on
+        the transport.
+        """
+        with self._send_conflict:
+            await checkpoint_if_cancelled()
+            self._check_usable()
+            await self._ensure_handshake()
+            await self._drive_pinned()
+            await self._flush()
+            try:
+                await self.transport_stream.wait_send_all_might_not_block()
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._raise_transport_error(exc)
+
+    # ------------------------------------------------------------ receive
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """Receive up to ``max_bytes`` of plaintext; ``b""`` at the peer's close.
+
+        Returns ``b""`` once the peer has sent ``close_notify`` (or, with
+        ``https_compatible=True``, when the transport reaches EOF).
+
+        Cancellation-safe: no decrypted byte is lost; the next call returns
+        it.
+
+        Raises:
+          ValueError: ``max_bytes`` is less than 1.
+          TypeError: ``max_bytes`` is not an integer.
+          trio.BusyResourceError: another task is already receiving.
+          trio.BrokenResourceError: the connection failed, or the transport
+            reached EOF without ``close_notify`` (unless ``https_compatible``).
+          trio.ClosedResourceError: the stream was closed.
+        """
+        if max_bytes is None:
+            max_bytes = DEFAULT_RECEIVE_SIZE
+        else:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
+        engine = self._engine
+        with self._receive_conflict:
+            await checkpoint_if_cancelled()
+            self._check_usable()
+            yielded = await self._ensure_handshake()
+            while True:
+                # Once ``read`` returns plaintext nothing may await with it in
+                # hand except the shielded checkpoint below, so a cancellation
+                # can never lose decrypted bytes.
+                try:
+                    data = engine.read(max_bytes)
+                except ssl.SSLEOFError as exc:
+                    if self._https_compatible:
+                        engine.peer_closed = True
+                        data = b""
+                    else:
+                        self._raise_tls_error(exc)
+                except (ssl.SSLError, ssl.CertificateError) as exc:
+                    self._raise_tls_error(exc)
+                if data is not None:
+                    self._plaintext_drained.unpark_all()
+                    break
+                if engine.must_flush_before_receiving():
+                    # Handshake data (renegotiation, post-handshake
+                    # messages) the peer may be waiting for.
+                    await self._flush()
+                elif engine.incoming.eof:
+                    # The engine saw the EOF and still wants data: treat it
+                    # like OpenSSL's own unexpected-EOF error.
+                    if self._https_compatible:
+                        engine.peer_closed = True
+                        data = b""
+                        break
+                    self._raise_tls_error(ssl.SSLEOFError("the transport closed"))
+                else:
+                    await self._receive()
+                yielded = True
+                self._check_usable()
+        if not yielded:
+            await cancel_shielded_checkpoint()
+        return data
+
+    # -------------------------------------------------------------- close
+
+    async def send_eof(self) -> None:
+        """Send ``close_notify`` and keep receiving (TLS 1.3 only).
+
+        Raises:
+          SendEOFNotSupportedError: the connection is not TLS 1.3; nothing
+            was sent.
+        """
+        with self._send_conflict:
+            await checkpoint_if_cancelled()
+            self._check_usable()
+            if self._sent_eof:
+                await cancel_shielded_checkpoint()
+                return
+            await self._ensure_handshake()
+            if self._ssl_object.version() != "TLSv1.3":
+                raise SendEOFNotSupportedError(
+                    f"send_eof() needs TLS 1.3; this connection is "
+                    f"{self._ssl_object.version()}, where close_notify closes both "
+                    "directions"
+                )
+            await self._drive_pinned()
+            try:
+                self._engine.start_shutdown()
+            except (ssl.SSLError, ssl.CertificateError) as exc:
+                self._raise_tls_error(exc)
+            self._sent_eof = True
+            await self._flush()
+
+    async def aclose(self) -> None:
+        """Close the stream: flush, send ``close_notify``, close the transport.
+
+        Does not wait for the peer's ``close_notify``. Skips it (and closes
+        the transport at once) when ``https_compatible`` is set, the stream is
+        broken, the handshake never completed, or another task is in the
+        middle of a send. The pinned remainder of a cancelled ``send_all`` is
+        sent first, within the caller's cancel scope; if that scope is
+        cancelled, the transport is closed forcefully and ``Cancelled``
+        propagates. The stream is closed in every case.
+        """
+        if self._state is StreamState.CLOSED:
+            await trio.lowlevel.checkpoint()
+            return
+        graceful = (
+            self._state is StreamState.OPEN
+            and not self._https_compatible
+            and self._engine.handshake_done
+            and not self._send_conflict.held
+        )
+        if not graceful:
+            self._state = StreamState.CLOSED
+            self._plaintext_drained.unpark_all()
+            await self.transport_stream.aclose()
+            return
+        try:
+            with self._send_conflict:
+                await self._drive_pinned()
+                if not self._sent_eof:
+                    self._engine.start_shutdown()
+                await self._flush()
+        except (
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            ssl.SSLError,
+            ssl.CertificateError,
+        ):
+            # The peer or transport is gone: there is nobody to say goodbye to.
+            pass
+        except BaseException:
+            self._state = StreamState.CLOSED
+            self._plaintext_drained.unpark_all()
+            await trio.aclose_forcefully(self.transport_stream)
+            raise
+        self._state = StreamState.CLOSED
+        self._plaintext_drained.unpark_all()
+        await self.transport_stream.aclose()
+
+    async def unwrap(self) -> tuple[trio.abc.Stream, bytes | bytearray]:
+        """Shut TLS down cleanly and hand back the transport.
+
+        Sends ``close_notify`` (after any pinned remainder), waits for the
+        peer's, and returns ``(transport_stream, trailing_bytes)`` where
+        ``trailing_bytes`` is whatever the peer sent after its close_notify.
+        The stream is closed afterwards; the transport is not. Cancellation
+        safe: a cancelled ``unwrap`` may be called again.
+        """
+        engine = self._engine
+        with self._send_conflict, self._receive_conflict:
+            await checkpoint_if_cancelled()
+            self._check_usable()
+            await self._ensure_handshake()
+            await self._drive_pinned()
+            while True:
+                try:
+                    done = engine.start_shutdown()
+                except (ssl.SSLError, ssl.CertificateError) as exc:
+                    self._raise_tls_error(exc)
+                await self._flush()
+                if done:
+                    break
+                if engine.incoming.eof:
+                    self._raise_tls_error(
+                        ssl.SSLEOFError("the transport closed before the peer's close_notify")
+                    )
+                await self._receive()
+            self._state = StreamState.CLOSED
+            self._plaintext_drained.unpark_all()
+            trailing = engine.take_trailing_ciphertext()
+            await cancel_shielded_checkpoint()
+            return self.transport_stream, trailing
+
+    # -------------------------------------------------- forwarded details
+
+    def _after_handshake(self, name: str, fn: Callable[[], _T]) -> _T:
+        if not self._engine.handshake_done:
+            raise NeedHandshakeError(f"call do_handshake() before asking for {name}()")
+        return fn()
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """The :class:`ssl.SSLContext` this stream was made with."""
+        return self._ssl_object.context
+
+    @property
+    def server_side(self) -> bool:
+        """``True`` for the server end of the connection."""
+        return self._ssl_object.server_side
+
+    @property
+    def server_hostname(self) -> str | None:
+        """The host name the client verifies and sends as SNI."""
+        return self._ssl_object.server_hostname
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        """The TLS session, for resumption on a later connection."""
+        return self._ssl_object.session
+
+    @session.setter
+    def session(self, session: ssl.SSLSession) -> None:
+        self._ssl_object.session = session
+
+    @property
+    def session_reused(self) -> bool:
+        """Whether the handshake resumed an earlier session."""
+        return self._after_handshake("session_reused", lambda: self._ssl_object.session_reused)
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        """The peer's certificate, as :meth:`ssl.SSLSocket.getpeercert`."""
+        return self._after_handshake("getpeercert", lambda: self._ssl_object.getpeercert(binary_form))
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        """``(name, protocol, secret_bits)`` of the negotiated cipher."""
+        return self._after_handshake("cipher", self._ssl_object.cipher)
+
+    def shared_ciphers(self) -> list[tuple[str, str, int]] | None:
+        """The ciphers both ends offered (server side only)."""
+        return self._after_handshake("shared_ciphers", self._ssl_object.shared_ciphers)
+
+    def compression(self) -> str | None:
+        """The compression algorithm in use, normally ``None``."""
+        return self._after_handshake("compression", self._ssl_object.compression)
+
+    def version(self) -> str | None:
+        """The negotiated protocol version, e.g. ``"TLSv1.3"``."""
+        return self._after_handshake("version", self._ssl_object.version)
+
+    def selected_alpn_protocol(self) -> str | None:
+        """The ALPN protocol both ends agreed on, if any."""
+        return self._after_handshake(
+            "selected_alpn_protocol", self._ssl_object.selected_alpn_protocol
+        )
+
+    def selected_npn_protocol(self) -> str | None:
+        """Always ``None``: NPN is obsolete; kept for ``trio.SSLStream`` parity."""
+        return self._after_handshake("selected_npn_protocol", lambda: None)
+
+    def get_channel_binding(self, cb_type: str = "tls-unique") -> bytes | None:
+        """Channel binding data (RFC 5929) for ``cb_type``."""
+        return self._after_handshake(
+            "get_channel_binding", lambda: self._ssl_object.get_channel_binding(cb_type)
+        )
+
+    def pending(self) -> int:
+        """Decrypted bytes available to ``receive_some`` without reading more."""
+        return self._ssl_object.pending() + self._engine.buffered_plaintext_bytes
