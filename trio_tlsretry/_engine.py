@@ -230,7 +230,7 @@ class TLSEngine:
 
     # ------------------------------------------------------------------ read
 
-    def receive_ciphertext(self, data: bytes) -> None:
+    def receive_ciphertext(self, data: bytes | bytearray) -> None:
         """Feed ciphertext from the transport; ``b""`` means transport EOF."""
         if data:
             self.ciphertext_bytes_received += len(data)

@@ -113,9 +113,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
         self._state = StreamState.OPEN
         self._failure: str | None = None
         self._failure_cause: BaseException | None = None
-        self._send_conflict = _ConflictDetector(
-            "another task is already sending on this TLSStream"
-        )
+        self._send_conflict = _ConflictDetector("another task is already sending on this TLSStream")
         self._receive_conflict = _ConflictDetector(
             "another task is already receiving on this TLSStream"
         )
@@ -123,6 +121,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
         self._transport_send_lock = trio.Lock()
         self._transport_receive_lock = trio.Lock()
         self._transport_receives = 0
+        self._receive_scope: trio.CancelScope | None = None
         self._plaintext_drained = ParkingLot()
         self._sent_eof = False
 
@@ -209,6 +208,26 @@ class TLSStream(trio.abc.HalfCloseableStream):
                 engine.consume_outgoing(sent)
         finally:
             lock.release()
+            # A receiver may have skipped flushing its handshake bytes because
+            # we held the lock (see receive_some). If we are leaving early,
+            # interrupt its transport read so it comes back and flushes them.
+            receive_scope = self._receive_scope
+            if receive_scope is not None and engine.must_flush_before_receiving():
+                receive_scope.cancel()
+
+    async def _flush_if_needed(self) -> bool:
+        """Flush handshake bytes the peer may be waiting for; return whether we did.
+
+        Used on paths that are not sending application data. If another task
+        holds the send lock, it drains the whole queue (ours included) and we
+        must not wait for it: its send may be blocked until the peer reads,
+        while the peer is blocked until we read (full duplex over a bounded
+        transport). If that task stops early, ``_flush`` wakes any receiver.
+        """
+        if self._engine.must_flush_before_receiving() and not self._transport_send_lock.locked():
+            await self._flush()
+            return True
+        return False
 
     async def _receive(self) -> None:
         """Move one transport read of ciphertext into the engine.
@@ -229,10 +248,19 @@ class TLSStream(trio.abc.HalfCloseableStream):
             if seen != self._transport_receives:
                 return
             self._check_usable()
-            try:
-                data = await self.transport_stream.receive_some(TRANSPORT_RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._raise_transport_error(exc)
+            # The scope lets a flusher that stopped early wake us (see
+            # ``_flush``). Cancelling a transport read loses nothing: Trio's
+            # receive_some is cancel-atomic.
+            with trio.CancelScope() as scope:
+                self._receive_scope = scope
+                try:
+                    data = await self.transport_stream.receive_some(TRANSPORT_RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    self._raise_transport_error(exc)
+                finally:
+                    self._receive_scope = None
+            if scope.cancelled_caught:
+                return
             # No await between the transport read and the engine: a
             # cancellation can only arrive before the read (nothing consumed)
             # or after this line (everything kept in the incoming BIO).
@@ -250,6 +278,9 @@ class TLSStream(trio.abc.HalfCloseableStream):
             return False
         await self._handshake_lock.acquire()
         try:
+            if engine.handshake_done:
+                # Another task finished it (and flushed) while we waited.
+                return True
             while True:
                 self._check_usable()
                 try:
@@ -257,8 +288,8 @@ class TLSStream(trio.abc.HalfCloseableStream):
                 except (ssl.SSLError, ssl.CertificateError) as exc:
                     self._raise_tls_error(exc)
                 if done:
-                    if engine.must_flush_before_receiving():
-                        await self._flush()
+                    # The client's Finished: the server waits for it.
+                    await self._flush_if_needed()
                     return True
                 # Our flight first: the peer cannot answer what it has not
                 # seen. Then one transport read, and ask the engine again.
@@ -295,8 +326,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
         await checkpoint_if_cancelled()
         self._check_usable()
         yielded = await self._ensure_handshake()
-        if self._engine.must_flush_before_receiving():
-            await self._flush()
+        if await self._flush_if_needed():
             yielded = True
         if not yielded:
             await cancel_shielded_checkpoint()
@@ -424,8 +454,11 @@ class TLSStream(trio.abc.HalfCloseableStream):
             await checkpoint_if_cancelled()
             self._check_usable()
             await self._ensure_handshake()
-            await self._drive_pinned()
-            await self._flush()
+            if self._engine.pinned is not None:
+                await self._drive_pinned()
+            # Handshake data the peer may wait for; deferred TLS 1.3 session
+            # tickets stay queued for the next send_all.
+            await self._flush_if_needed()
             try:
                 await self.transport_stream.wait_send_all_might_not_block()
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -478,10 +511,10 @@ class TLSStream(trio.abc.HalfCloseableStream):
                 if data is not None:
                     self._plaintext_drained.unpark_all()
                     break
-                if engine.must_flush_before_receiving():
-                    # Handshake data (renegotiation, post-handshake
-                    # messages) the peer may be waiting for.
-                    await self._flush()
+                if await self._flush_if_needed():
+                    # Handshake data (renegotiation, post-handshake messages)
+                    # the peer may be waiting for went out; ask again.
+                    pass
                 elif engine.incoming.eof:
                     # The engine saw the EOF and still wants data: treat it
                     # like OpenSSL's own unexpected-EOF error.
@@ -648,7 +681,9 @@ class TLSStream(trio.abc.HalfCloseableStream):
 
     def getpeercert(self, binary_form: bool = False) -> Any:
         """The peer's certificate, as :meth:`ssl.SSLSocket.getpeercert`."""
-        return self._after_handshake("getpeercert", lambda: self._ssl_object.getpeercert(binary_form))
+        return self._after_handshake(
+            "getpeercert", lambda: self._ssl_object.getpeercert(binary_form)
+        )
 
     def cipher(self) -> tuple[str, str, int] | None:
         """``(name, protocol, secret_bits)`` of the negotiated cipher."""
