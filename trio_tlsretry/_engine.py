@@ -81,7 +81,7 @@ class TLSEngine:
         self._deferrable_bytes = 0
         self._plaintext: deque[bytes] = deque()
         self._plaintext_bytes = 0
-        self._eof_after_plaintext: BaseException | None = None
+        self._eof_after_plaintext: ssl.SSLError | None = None
         # Counters.
         self.plaintext_bytes_sent = 0
         self.plaintext_bytes_received = 0
@@ -270,6 +270,13 @@ class TLSEngine:
             self._plaintext.append(data)
             self._plaintext_bytes += len(data)
 
+    def pending_error(self) -> ssl.SSLError | None:
+        """A TLS error met by :meth:`pump_incoming`, if it was not a close_notify."""
+        exc = self._eof_after_plaintext
+        if exc is None or isinstance(exc, ssl.SSLZeroReturnError):
+            return None
+        return exc if isinstance(exc, ssl.SSLError) else None
+
     def read(self, max_bytes: int) -> bytes | None:
         """Up to ``max_bytes`` of plaintext, ``b""`` at close_notify, ``None``
         if more ciphertext is needed.
@@ -342,6 +349,22 @@ class TLSEngine:
         self._plaintext_bytes -= len(data)
         self.plaintext_bytes_received += len(data)
         return data
+
+    # ------------------------------------------- post-handshake client auth
+
+    def request_client_certificate(self) -> None:
+        """Queue a TLS 1.3 CertificateRequest to the (connected) client.
+
+        OpenSSL only emits the message on the next write or handshake call,
+        so a ``do_handshake`` follows. Raises ``ssl.SSLError`` if the
+        connection cannot do post-handshake authentication.
+        """
+        self.ssl_object.verify_client_post_handshake()
+        self.ssl_object.do_handshake()
+        self._note_output()
+
+    def has_peer_certificate(self) -> bool:
+        return self.ssl_object.getpeercert(binary_form=True) is not None
 
     # -------------------------------------------------------------- shutdown
 

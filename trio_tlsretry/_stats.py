@@ -11,11 +11,11 @@ __all__ = ["StreamState", "TLSStreamStatistics"]
 class StreamState(str, enum.Enum):
     """Where a :class:`~trio_tlsretry.TLSStream` is in its life."""
 
-    #: Usable: every operation may be called (or retried).
+    #: Usable; every operation may be called (or retried).
     OPEN = "open"
-    #: Failed for good: every operation raises ``trio.BrokenResourceError``.
+    #: Failed for good; every operation raises ``trio.BrokenResourceError``.
     BROKEN = "broken"
-    #: Closed by ``aclose`` or handed back by ``unwrap``: every operation raises
+    #: Closed by ``aclose`` or handed back by ``unwrap``; every operation raises
     #: ``trio.ClosedResourceError``.
     CLOSED = "closed"
 

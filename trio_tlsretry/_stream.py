@@ -9,16 +9,19 @@ from __future__ import annotations
 import operator
 import ssl
 from collections.abc import Callable
-from typing import Any, Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import trio
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from ._engine import PLAINTEXT_BUFFER_LIMIT, TLSEngine
-from ._errors import NeedHandshakeError, SendEOFNotSupportedError
+from ._errors import NeedHandshakeError, PostHandshakeAuthError, SendEOFNotSupportedError
 from ._pinned import snapshot
 from ._stats import StreamState, TLSStreamStatistics
 from ._transport import sender_for
+
+if TYPE_CHECKING:
+    from ._info import ConnectionInfo
 
 __all__ = ["DEFAULT_RECEIVE_SIZE", "TLSStream"]
 
@@ -26,6 +29,9 @@ __all__ = ["DEFAULT_RECEIVE_SIZE", "TLSStream"]
 DEFAULT_RECEIVE_SIZE: Final = 256 * 1024
 #: Ciphertext asked of the transport per ``receive_some`` call.
 TRANSPORT_RECEIVE_SIZE: Final = 256 * 1024
+
+#: Seconds a failed handshake spends trying to send its alert.
+ALERT_TIMEOUT: Final = 1.0
 
 _T = TypeVar("_T")
 
@@ -124,6 +130,10 @@ class TLSStream(trio.abc.HalfCloseableStream):
         self._receive_scope: trio.CancelScope | None = None
         self._plaintext_drained = ParkingLot()
         self._sent_eof = False
+        self._client_certificate_requested = False
+        self._pha_conflict = _ConflictDetector(
+            "another task is already waiting for the client's certificate"
+        )
 
     # ------------------------------------------------------------- state
 
@@ -215,6 +225,22 @@ class TLSStream(trio.abc.HalfCloseableStream):
             if receive_scope is not None and engine.must_flush_before_receiving():
                 receive_scope.cancel()
 
+    async def _send_alert(self) -> None:
+        """Best effort: tell the peer why the handshake failed.
+
+        OpenSSL queues an alert (for example "unknown CA") when a handshake
+        fails. Without it the peer would only see the connection drop, or
+        wait for a reply that never comes. Bounded by ALERT_TIMEOUT so a
+        peer that does not read cannot hold up the error.
+        """
+        if not self._engine.has_outgoing() or self._transport_send_lock.locked():
+            return
+        with trio.move_on_after(ALERT_TIMEOUT):
+            try:
+                await self._flush()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
     async def _flush_if_needed(self) -> bool:
         """Flush handshake bytes the peer may be waiting for; return whether we did.
 
@@ -286,6 +312,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
                 try:
                     done = engine.do_handshake()
                 except (ssl.SSLError, ssl.CertificateError) as exc:
+                    await self._send_alert()
                     self._raise_tls_error(exc)
                 if done:
                     # The client's Finished: the server waits for it.
@@ -642,6 +669,93 @@ class TLSStream(trio.abc.HalfCloseableStream):
             trailing = engine.take_trailing_ciphertext()
             await cancel_shielded_checkpoint()
             return self.transport_stream, trailing
+
+    # ------------------------------------------- post-handshake client auth
+
+    async def verify_client_post_handshake(self) -> None:
+        """Ask the connected client for its certificate (TLS 1.3 server side).
+
+        Sends a CertificateRequest and returns once the client's certificate
+        has arrived and passed verification, after which
+        :meth:`getpeercert` returns it. Both contexts need
+        ``post_handshake_auth = True`` (on the server it also stops the
+        certificate being asked for during the handshake) and the server
+        context a ``verify_mode`` of ``CERT_OPTIONAL`` or ``CERT_REQUIRED``.
+
+        Application data that arrives meanwhile is kept for
+        ``receive_some``; another task may keep receiving (and sending)
+        during the wait. Cancellation-safe like the handshake: a cancelled
+        call leaves the request outstanding, and calling again waits for the
+        same certificate instead of asking twice.
+
+        Raises:
+          PostHandshakeAuthError: the connection cannot do post-handshake
+            authentication; nothing was sent.
+          trio.BrokenResourceError: the client refused or sent a certificate
+            that failed verification (``__cause__`` is the ``ssl.SSLError``),
+            or the connection failed.
+        """
+        engine = self._engine
+        with self._pha_conflict:
+            await checkpoint_if_cancelled()
+            self._check_usable()
+            await self._ensure_handshake()
+            if not self._client_certificate_requested:
+                if not self._ssl_object.server_side:
+                    raise PostHandshakeAuthError("only the server can ask for a certificate")
+                if self._ssl_object.version() != "TLSv1.3":
+                    raise PostHandshakeAuthError(
+                        f"post-handshake authentication needs TLS 1.3, not "
+                        f"{self._ssl_object.version()}"
+                    )
+                if engine.has_peer_certificate():
+                    raise PostHandshakeAuthError("the client already sent a certificate")
+                try:
+                    engine.request_client_certificate()
+                except ssl.SSLError as exc:
+                    raise PostHandshakeAuthError(
+                        f"cannot request the client's certificate: {exc}"
+                    ) from exc
+                self._client_certificate_requested = True
+            while True:
+                self._check_usable()
+                if engine.has_outgoing():
+                    await self._flush()
+                    continue
+                # Process whatever arrived; the client's Certificate is only
+                # handled inside SSL_read, and any application data read here
+                # waits in the engine for receive_some.
+                engine.pump_incoming()
+                if engine.has_peer_certificate():
+                    break
+                error = engine.pending_error()
+                if error is not None:
+                    self._raise_tls_error(error)
+                if engine.has_outgoing():
+                    continue
+                if engine.incoming.eof:
+                    self._raise_tls_error(
+                        ssl.SSLEOFError("the transport closed before the client's certificate")
+                    )
+                if engine.buffered_plaintext_bytes >= PLAINTEXT_BUFFER_LIMIT:
+                    await self._plaintext_drained.park()
+                    continue
+                await self._receive()
+            self._client_certificate_requested = False
+            await cancel_shielded_checkpoint()
+
+    def connection_info(self) -> ConnectionInfo:
+        """A frozen, typed view of the negotiated connection.
+
+        Raises:
+          NeedHandshakeError: the handshake has not completed yet.
+        """
+        from ._info import ConnectionInfo
+
+        ssl_object = self._ssl_object
+        return self._after_handshake(
+            "connection_info", lambda: ConnectionInfo.from_ssl_object(ssl_object)
+        )
 
     # -------------------------------------------------- forwarded details
 

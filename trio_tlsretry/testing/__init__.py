@@ -1,25 +1,64 @@
 """Helpers for testing code that uses :class:`~trio_tlsretry.TLSStream`.
 
 Needs the ``testing`` extra (``pip install 'trio-tlsretry[testing]'``) for
-its throw-away certificates.
+the throw-away certificates made by trustme. ``import trio_tlsretry`` never
+imports this package or trustme.
+
+* TLS pairs over memory: :func:`tls_memory_stream_pair`,
+  :func:`tls_stream_pair_over`, :func:`make_tls_contexts`.
+* An in-memory transport with exact send progress:
+  :func:`exact_progress_stream_pair`.
+* Transport fault injection: :class:`ChunkedStream`, :class:`DelayedStream`,
+  :class:`FailingStream`, :class:`CorruptingStream`,
+  :class:`InjectingStream`, :class:`AbruptEOFStream`.
+* Systematic cancellation: :func:`cancel_at_checkpoint`,
+  :func:`cancellation_sweep`.
+
+The pytest fixtures (``tls_ca``, ``tls_server_context``,
+``tls_client_context``, ``tls_contexts``, ``tls_stream_pair``) are installed
+as a pytest plugin; see :doc:`/testing`.
 """
 
 from __future__ import annotations
 
 try:
     import trustme as _trustme  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the environment
+except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "trio_tlsretry.testing needs trustme: pip install 'trio-tlsretry[testing]'"
+        f"trio_tlsretry.testing needs trustme ({_exc}): pip install 'trio-tlsretry[testing]'",
+        name="trustme",
     ) from None
 
 from ._exact import ExactProgressMemoryStream, exact_progress_stream_pair
-from ._pairs import TLSContexts, make_tls_contexts, tls_memory_stream_pair, tls_stream_pair_over
+from ._faults import (
+    AbruptEOFStream,
+    ChunkedStream,
+    CorruptingStream,
+    DelayedStream,
+    FailingStream,
+    FaultStream,
+    InjectingStream,
+)
+from ._pairs import (
+    DEFAULT_HOSTNAME,
+    TLSContexts,
+    make_tls_contexts,
+    tls_memory_stream_pair,
+    tls_stream_pair_over,
+)
 from ._sweep import CancelOutcome, SweepReport, cancel_at_checkpoint, cancellation_sweep
 
 __all__ = [
+    "DEFAULT_HOSTNAME",
+    "AbruptEOFStream",
     "CancelOutcome",
+    "ChunkedStream",
+    "CorruptingStream",
+    "DelayedStream",
     "ExactProgressMemoryStream",
+    "FailingStream",
+    "FaultStream",
+    "InjectingStream",
     "SweepReport",
     "TLSContexts",
     "cancel_at_checkpoint",

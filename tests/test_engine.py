@@ -1,0 +1,190 @@
+"""Unit tests of the sans-IO engine: no Trio, no I/O, just two engines."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import pytest
+
+from trio_tlsretry._engine import TLSEngine
+from trio_tlsretry._pinned import PinnedWrite, snapshot
+from trio_tlsretry.testing import make_tls_contexts
+
+
+def shuttle(a: TLSEngine, b: TLSEngine) -> int:
+    """Move all queued ciphertext a->b and b->a once; return bytes moved."""
+    moved = 0
+    for src, dst in ((a, b), (b, a)):
+        while src.has_outgoing():
+            head = src.outgoing_head()
+            dst.receive_ciphertext(bytes(head))
+            src.consume_outgoing(len(head))
+            moved += len(head)
+    return moved
+
+
+def handshake(client: TLSEngine, server: TLSEngine) -> None:
+    for _ in range(20):
+        client.do_handshake()
+        server.do_handshake()
+        if not shuttle(client, server) and client.handshake_done and server.handshake_done:
+            return
+    raise RuntimeError("handshake did not complete")
+
+
+def engine_pair(
+    version: ssl.TLSVersion | None = None, write_chunk: int = 4096
+) -> tuple[TLSEngine, TLSEngine]:
+    contexts = make_tls_contexts(maximum_version=version)
+    client = TLSEngine(
+        contexts.client, server_side=False, server_hostname="example.org", write_chunk=write_chunk
+    )
+    server = TLSEngine(contexts.server, server_side=True, server_hostname=None)
+    handshake(client, server)
+    return client, server
+
+
+def read_all(engine: TLSEngine) -> bytes:
+    out = bytearray()
+    while (piece := engine.read(1 << 20)) is not None and piece:
+        out += piece
+    return bytes(out)
+
+
+class RecordingSSLObject:
+    """Wraps a real SSLObject; records every write and fails chosen ones.
+
+    ``fail_writes`` holds the 1-based numbers of write calls that raise
+    SSLWantReadError without touching the real object, as OpenSSL does when
+    a renegotiation needs the peer's data first.
+    """
+
+    def __init__(self, real: ssl.SSLObject, fail_writes: set[int]) -> None:
+        self._real = real
+        self.fail_writes = fail_writes
+        self.calls: list[tuple[int, memoryview, int, bytes]] = []
+
+    def write(self, data: memoryview) -> int:
+        number = len(self.calls) + 1
+        self.calls.append((id(data), data, len(data), bytes(data)))
+        if number in self.fail_writes:
+            raise ssl.SSLWantReadError("injected")
+        return self._real.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_snapshot_copies_mutable_buffers_once() -> None:
+    original = bytes(range(256))
+    assert snapshot(original) is original
+    buffer = bytearray(original)
+    copy = snapshot(buffer)
+    buffer[0] = 99
+    assert copy == original and type(copy) is bytes
+    assert snapshot(memoryview(buffer)[1:3]) == original[1:3]
+
+
+@pytest.mark.parametrize("bad", ["text", 5, None, 3.0, [1, 2]])
+def test_snapshot_rejects_non_bytes(bad: object) -> None:
+    with pytest.raises(TypeError):
+        snapshot(bad)
+
+
+def test_pinned_chunk_is_identical_until_accepted() -> None:
+    pinned = PinnedWrite(b"src", b"x" * 10)
+    first = pinned.next_chunk(4)
+    assert pinned.next_chunk(4) is first
+    assert pinned.next_chunk(99) is first  # a retry never re-slices
+    pinned.accept_chunk()
+    second = pinned.next_chunk(4)
+    assert second is not first and bytes(second) == b"xxxx" and pinned.accepted == 4
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_every_retry_passes_the_identical_slice(version: ssl.TLSVersion) -> None:
+    client, server = engine_pair(version, write_chunk=1000)
+    recorder = RecordingSSLObject(client.ssl_object, fail_writes={1, 2, 4, 7, 8, 9})
+    client.ssl_object = recorder  # type: ignore[misc]
+    data = bytes(i % 251 for i in range(5500))
+    client.pin(b"caller", data)
+    accepted_chunks = 0
+    while client.pinned is not None and client.pinned.unaccepted:
+        if client.write_pinned_chunk():
+            accepted_chunks += 1
+        shuttle(client, server)
+    assert accepted_chunks == 6
+    # Group the write calls by offset: every failed call must be followed by
+    # a call with the very same memoryview object, offset and length.
+    previous = None
+    for number, (_, view, length, content) in enumerate(recorder.calls, start=1):
+        if previous is not None and previous[0] in recorder.fail_writes:
+            assert view is previous[1], f"write {number} did not retry the same object"
+            assert (length, content) == (previous[2], previous[3])
+        previous = (number, view, length, content)
+    assert client.write_retries == 6
+    assert read_all(server) == data
+
+
+def test_buffered_ciphertext_is_bounded_by_one_chunk() -> None:
+    client, server = engine_pair(write_chunk=16384)
+    data = b"z" * (4 * 1024 * 1024)
+    client.pin(data, data)
+    received = 0
+    while client.pinned is not None and client.pinned.unaccepted:
+        assert client.write_pinned_chunk()
+        shuttle(client, server)
+        received += len(read_all(server))
+    assert received == len(data)
+    # One 16 KiB record's ciphertext plus its header and tag.
+    assert client.max_outgoing_ciphertext_bytes <= 16384 + 64
+
+
+def test_deferred_session_tickets_only_until_something_else_is_queued() -> None:
+    contexts = make_tls_contexts(maximum_version=ssl.TLSVersion.TLSv1_3)
+    client = TLSEngine(contexts.client, server_side=False, server_hostname="example.org")
+    server = TLSEngine(contexts.server, server_side=True, server_hostname=None)
+    client.do_handshake()
+    shuttle(client, server)
+    server.do_handshake()
+    shuttle(client, server)
+    assert client.do_handshake()
+    shuttle(client, server)
+    assert server.do_handshake()
+    # Only the NewSessionTicket messages are queued: they may wait.
+    assert server.has_outgoing() and not server.must_flush_before_receiving()
+    server.pin(b"m", b"hello")
+    assert server.write_pinned_chunk()
+    assert server.must_flush_before_receiving()
+    shuttle(client, server)
+    assert read_all(client) == b"hello"
+
+
+def test_read_reports_close_notify_after_pending_plaintext() -> None:
+    client, server = engine_pair()
+    client.pin(b"m", b"last words")
+    assert client.write_pinned_chunk()
+    client.start_shutdown()
+    shuttle(client, server)
+    assert server.read(100) == b"last words"
+    assert server.read(100) == b""
+    assert server.read(100) == b""
+
+
+def test_transport_eof_without_close_notify_is_an_error() -> None:
+    _, server = engine_pair()
+    server.receive_ciphertext(b"")
+    with pytest.raises(ssl.SSLEOFError):
+        server.read(100)
+
+
+def test_consume_outgoing_rejects_impossible_progress() -> None:
+    client, _ = engine_pair()
+    client.pin(b"m", b"abc")
+    client.write_pinned_chunk()
+    head = client.outgoing_head()
+    with pytest.raises(ValueError):
+        client.consume_outgoing(len(head) + 1)
+    with pytest.raises(ValueError):
+        client.consume_outgoing(-1)
