@@ -6,19 +6,30 @@ writes, cancellation-safe retries and bounded buffering.
 
 from __future__ import annotations
 
-from ._errors import NeedHandshakeError, SendEOFNotSupportedError
+from ._errors import NeedHandshakeError, PostHandshakeAuthError, SendEOFNotSupportedError
+from ._info import ConnectionInfo
+from ._listener import DEFAULT_HANDSHAKE_TIMEOUT, TLSListener, handshake_or_drop
 from ._stats import StreamState, TLSStreamStatistics
 from ._stream import TLSStream
+from ._tcp import open_tls_over_tcp_listeners, open_tls_over_tcp_stream, serve_tls_over_tcp
 from ._transport import ExactProgressStream
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "ConnectionInfo",
     "ExactProgressStream",
     "NeedHandshakeError",
+    "PostHandshakeAuthError",
     "SendEOFNotSupportedError",
     "StreamState",
+    "TLSListener",
     "TLSStream",
     "TLSStreamStatistics",
     "__version__",
+    "handshake_or_drop",
+    "open_tls_over_tcp_listeners",
+    "open_tls_over_tcp_stream",
+    "serve_tls_over_tcp",
 ]

@@ -453,17 +453,23 @@ class TLSStream(trio.abc.HalfCloseableStream):
         resume = pinned is not None and pinned.source is data
         fresh = b"" if resume else snapshot(data)
         with self._send_conflict:
+            # Cancelled here, the call did nothing at all: nothing is pinned.
             await checkpoint_if_cancelled()
             self._check_usable()
             if self._sent_eof:
                 raise trio.ClosedResourceError("send_eof() was already called")
-            await self._ensure_handshake()
             if not resume:
                 if engine.pinned is not None:
                     # A cancelled send_all left a remainder: finish it first so
-                    # no message is torn on the wire.
+                    # no message is torn on the wire. Cancelled in here, the
+                    # new data was never pinned, so this call did nothing new.
+                    await self._ensure_handshake()
                     await self._drive_pinned()
+                # From here on a cancellation leaves ``fresh`` pinned, so
+                # retrying with ``data`` resumes and anything else sends it
+                # first; even a cancellation during the implicit handshake.
                 engine.pin(data, fresh)
+            await self._ensure_handshake()
             await self._drive_pinned()
             # The uncontended fast path may not have yielded (a lock taken
             # without waiting, a socket send that did not block); a checkpoint

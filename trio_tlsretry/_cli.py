@@ -1,0 +1,447 @@
+"""The ``trio-tlsretry`` command: ``demo``, ``serve`` and ``connect``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import hashlib
+import ipaddress
+import os
+import ssl
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from . import __version__
+from ._errors import SendEOFNotSupportedError
+from ._listener import TLSListener
+from ._stream import TLSStream
+from ._tcp import open_tls_over_tcp_stream, serve_tls_over_tcp
+
+__all__ = ["main"]
+
+PROG = "trio-tlsretry"
+_CHUNK = 64 * 1024
+
+
+class CLIError(Exception):
+    """A problem reported as one line on stderr, with exit status 1."""
+
+
+def _single_leaf(exc: BaseException) -> BaseException:
+    """The one exception inside (possibly nested) exception groups, else ``exc``."""
+    leaves: list[BaseException] = []
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        inner: tuple[BaseException, ...] | None = getattr(current, "exceptions", None)
+        if inner is None:
+            leaves.append(current)
+        else:
+            pending.extend(inner)
+    return leaves[0] if len(leaves) == 1 else exc
+
+
+def _err(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------- helpers
+
+
+def _fingerprint(der: bytes) -> str:
+    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+
+
+def _describe_tls_failure(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"certificate verification failed: {cause.verify_message}"
+    if isinstance(cause, ssl.CertificateError):
+        return f"certificate verification failed: {cause}"
+    if isinstance(cause, ssl.SSLError):
+        return cause.reason or str(cause)
+    return str(cause)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    # trio.open_tcp_stream raises one OSError whose cause groups the
+    # per-address failures; the first one says what happened.
+    for inner in getattr(exc.__cause__, "exceptions", ()):
+        if isinstance(inner, OSError) and inner.errno:
+            return os.strerror(inner.errno)
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
+
+
+def _split_host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise CLIError(f"expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    number = int(port)
+    if not 0 < number < 65536:
+        raise CLIError(f"port out of range: {port}")
+    return host, number
+
+
+def _format_address(sockname: Any) -> str:
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _self_signed_certificate(host: str | None) -> tuple[bytes, bytes]:
+    """A fresh self-signed certificate and key, as PEM, valid for localhost."""
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        raise CLIError(
+            "no --cert/--key given and the 'cryptography' package is not installed to make a "
+            "throw-away certificate: pip install 'trio-tlsretry[testing]'"
+        ) from None
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    if host:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            if host != "localhost":
+                names.append(x509.DNSName(host))
+        else:
+            if not address.is_loopback:
+                names.append(x509.IPAddress(address))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trio-tlsretry throw-away")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _server_context(args: argparse.Namespace) -> tuple[ssl.SSLContext, str]:
+    """The server context and the SHA-256 fingerprint of its certificate."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    if args.cert:
+        try:
+            context.load_cert_chain(args.cert, args.key)
+            with open(args.cert, "rb") as f:
+                cert_pem = f.read().decode("ascii", "replace")
+        except (OSError, ssl.SSLError) as exc:
+            raise CLIError(
+                f"cannot load certificate {args.cert!r}"
+                + (f" / key {args.key!r}" if args.key else "")
+                + f": {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
+            ) from None
+    else:
+        cert_bytes, key_bytes = _self_signed_certificate(args.host)
+        with tempfile.TemporaryDirectory() as tmp:
+            cert_path = os.path.join(tmp, "cert.pem")
+            key_path = os.path.join(tmp, "key.pem")
+            with open(cert_path, "wb") as f:
+                f.write(cert_bytes)
+            with open(key_path, "wb") as f:
+                f.write(key_bytes)
+            context.load_cert_chain(cert_path, key_path)
+        cert_pem = cert_bytes.decode("ascii")
+    try:
+        der = ssl.PEM_cert_to_DER_cert(cert_pem[cert_pem.index("-----BEGIN CERTIFICATE-----") :])
+    except ValueError:
+        fingerprint = "(unknown)"
+    else:
+        fingerprint = _fingerprint(der)
+    return context, fingerprint
+
+
+# ------------------------------------------------------------------ demo
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        import trustme  # noqa: F401
+    except ImportError:
+        _err("the demo needs trustme: pip install 'trio-tlsretry[testing]'")
+        return 1
+    from ._demo import DemoError, run_demo
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    print(f"{PROG} {__version__} demo: a timed-out send_all retried on the same TLSStream")
+    try:
+        trio.run(lambda: run_demo(size=args.size, send_timeout=args.timeout, out=out))
+    except DemoError as exc:
+        _err(f"demo failed: {exc}")
+        return 1
+    except (trio.BrokenResourceError, trio.TooSlowError, OSError) as exc:
+        _err(f"demo failed: {type(exc).__name__}: {exc}")
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------- serve
+
+
+async def _serve(args: argparse.Namespace, context: ssl.SSLContext, fingerprint: str) -> None:
+    mode = "discard" if args.discard else "echo"
+    counter = 0
+
+    async def handler(stream: TLSStream) -> None:
+        nonlocal counter
+        counter += 1
+        number = counter
+        try:
+            peer = _format_address(stream.transport_stream.socket.getpeername())  # type: ignore[attr-defined]
+        except (AttributeError, OSError):
+            peer = "?"
+        received = 0
+        note = "closed"
+        try:
+            async with stream:
+                cipher = stream.cipher()
+                print(
+                    f"[{number}] {peer}: {stream.version()} {cipher[0] if cipher else '?'}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                while True:
+                    data = await stream.receive_some()
+                    if not data:
+                        break
+                    received += len(data)
+                    if mode == "echo":
+                        await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            note = f"broken ({exc})"
+        print(f"[{number}] {peer}: {received} bytes, {note}", file=sys.stderr, flush=True)
+
+    listeners: list[TLSListener]
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(
+            serve_tls_over_tcp,
+            host=args.host,
+            handshake_timeout=args.handshake_timeout,
+        )
+        listeners = await nursery.start(serve, handler, args.port, context)
+        for listener in listeners:
+            sock = listener.transport_listener.socket  # type: ignore[attr-defined]
+            print(f"listening on {_format_address(sock.getsockname())} ({mode})", flush=True)
+        print(f"certificate SHA-256 fingerprint {fingerprint}", flush=True)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    if args.key and not args.cert:
+        raise CLIError("--key needs --cert")
+    context, fingerprint = _server_context(args)
+    try:
+        trio.run(_serve, args, context, fingerprint)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr, flush=True)
+    except Exception as exc:
+        leaf = _single_leaf(exc)
+        if isinstance(leaf, OSError):
+            reason = _describe_os_error(leaf)
+            raise CLIError(f"cannot listen on port {args.port}: {reason}") from None
+        raise
+    return 0
+
+
+# --------------------------------------------------------------- connect
+
+
+def _write_stdout(data: bytes) -> None:
+    out = sys.stdout.buffer
+    out.write(data)
+    out.flush()
+
+
+def _peer_subject(stream: TLSStream) -> str:
+    cert = stream.getpeercert()
+    if cert:
+        parts = [f"{key}={value}" for rdn in cert.get("subject", ()) for key, value in rdn]
+        return ", ".join(parts) or "(empty subject)"
+    der = stream.getpeercert(binary_form=True)
+    if not der:
+        return "(no certificate)"
+    try:
+        from cryptography import x509
+    except ImportError:
+        return f"(not verified) SHA-256 {_fingerprint(der)}"
+    return f"{x509.load_der_x509_certificate(der).subject.rfc4514_string()} (not verified)"
+
+
+async def _connect(args: argparse.Namespace, context: ssl.SSLContext) -> int:
+    host, port = _split_host_port(args.address)
+    try:
+        stream = await open_tls_over_tcp_stream(host, port, ssl_context=context)
+    except OSError as exc:
+        raise CLIError(f"cannot connect to {args.address}: {_describe_os_error(exc)}") from None
+    sent = received = 0
+    started = time.monotonic()
+    outcome = "the server closed the connection (close_notify)"
+    async with stream:
+        try:
+            await stream.do_handshake()
+        except trio.BrokenResourceError as exc:
+            raise CLIError(
+                f"TLS handshake with {args.address} failed: {_describe_tls_failure(exc)}"
+            ) from None
+        cipher = stream.cipher()
+        info = [
+            f"connected to {args.address}",
+            f"  protocol  {stream.version()}",
+            f"  cipher    {cipher[0] if cipher else '?'}",
+            f"  alpn      {stream.selected_alpn_protocol() or '(none)'}",
+            f"  subject   {_peer_subject(stream)}",
+        ]
+        print("\n".join(info), file=sys.stderr, flush=True)
+
+        async def pump_stdin(nursery: trio.Nursery) -> None:
+            nonlocal sent
+            while True:
+                data = await trio.to_thread.run_sync(os.read, 0, _CHUNK, abandon_on_cancel=True)
+                if not data:
+                    break
+                await stream.send_all(data)
+                sent += len(data)
+            try:
+                await stream.send_eof()
+            except SendEOFNotSupportedError:
+                # TLS 1.2 cannot half-close: end of input ends the session.
+                nursery.cancel_scope.cancel()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump_stdin, nursery)
+                while True:
+                    data = await stream.receive_some()
+                    if not data:
+                        break
+                    received += len(data)
+                    await trio.to_thread.run_sync(_write_stdout, bytes(data))
+                nursery.cancel_scope.cancel()
+        except Exception as exc:
+            leaf = _single_leaf(exc)
+            if isinstance(leaf, (trio.BrokenResourceError, OSError)):
+                raise CLIError(f"connection to {args.address} failed: {leaf}") from None
+            raise
+        if nursery.cancel_scope.cancelled_caught and stream.version() != "TLSv1.3":
+            outcome = "end of input; closed the session"
+    elapsed = time.monotonic() - started
+    print(
+        f"sent {sent} bytes, received {received} bytes in {elapsed:.2f} s; {outcome}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 0
+
+
+def _client_context(args: argparse.Namespace) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(cafile=args.cafile)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CLIError(f"cannot load CA file {args.cafile!r}: {reason}") from None
+    if args.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if args.alpn:
+        context.set_alpn_protocols(args.alpn)
+    return context
+
+
+def _cmd_connect(args: argparse.Namespace) -> int:
+    _split_host_port(args.address)
+    context = _client_context(args)
+    try:
+        return trio.run(_connect, args, context)
+    except KeyboardInterrupt:
+        return 130
+
+
+# ------------------------------------------------------------------ main
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="A cancellation-safe TLS stream for Trio: demo and tools."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="show a timed-out send_all being retried on the same stream")
+    demo.add_argument(
+        "--size", type=int, default=32 * 1024 * 1024, help="message size in bytes (32 MiB)"
+    )
+    demo.add_argument(
+        "--timeout", type=float, default=0.5, help="seconds before send_all is cancelled"
+    )
+    demo.set_defaults(run=_cmd_demo)
+
+    serve = sub.add_parser("serve", help="run a TLS echo (or discard) server")
+    serve.add_argument("--port", type=int, required=True, help="TCP port; 0 picks a free one")
+    serve.add_argument("--host", default=None, help="address to bind (default: all)")
+    serve.add_argument("--cert", help="certificate chain, PEM (default: a throw-away one)")
+    serve.add_argument("--key", help="private key, PEM (default: in the --cert file)")
+    serve.add_argument(
+        "--handshake-timeout", type=float, default=10.0, help="seconds per handshake (10)"
+    )
+    mode = serve.add_mutually_exclusive_group()
+    mode.add_argument("--echo", action="store_true", help="send every byte back (default)")
+    mode.add_argument("--discard", action="store_true", help="read and drop every byte")
+    serve.set_defaults(run=_cmd_serve)
+
+    connect = sub.add_parser(
+        "connect", help="connect to a TLS server and pipe stdin/stdout through it"
+    )
+    connect.add_argument("address", metavar="HOST:PORT")
+    connect.add_argument("--cafile", help="trust the CA certificates in this PEM file")
+    connect.add_argument(
+        "--insecure", action="store_true", help="do not verify the server's certificate"
+    )
+    connect.add_argument(
+        "--alpn", action="append", metavar="PROTOCOL", help="offer this ALPN protocol (repeatable)"
+    )
+    connect.set_defaults(run=_cmd_connect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line tool; return the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        status: int = args.run(args)
+    except Exception as exc:
+        leaf = _single_leaf(exc)
+        if isinstance(leaf, CLIError):
+            _err(f"error: {leaf}")
+            return 1
+        raise
+    return status

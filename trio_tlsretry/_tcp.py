@@ -1,0 +1,159 @@
+"""TLS over TCP: the ``open_ssl_over_tcp_*`` / ``serve_ssl_over_tcp`` counterparts."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import NoReturn
+
+import trio
+
+from ._listener import DEFAULT_HANDSHAKE_TIMEOUT, TLSListener, _check_timeout, handshaking_handler
+from ._stream import TLSStream
+
+__all__ = ["open_tls_over_tcp_listeners", "open_tls_over_tcp_stream", "serve_tls_over_tcp"]
+
+
+async def open_tls_over_tcp_stream(
+    host: str | bytes,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    https_compatible: bool = False,
+    happy_eyeballs_delay: float | None = 0.25,
+) -> TLSStream:
+    """Open a TCP connection to ``host``:``port`` and wrap it in a client :class:`TLSStream`.
+
+    The counterpart of :func:`trio.open_ssl_over_tcp_stream`. The handshake
+    has not happened yet when this returns; it runs on the first send or
+    receive, or when you call :meth:`TLSStream.do_handshake` (do so to get
+    certificate errors at a predictable place).
+
+    Args:
+      host: the host to connect to; also the name the server's certificate is
+        verified against and sent as SNI.
+      port: the TCP port.
+      ssl_context: the client context; ``ssl.create_default_context()`` (the
+        system's CAs, host-name checking on) when ``None``.
+      https_compatible: see :class:`TLSStream`.
+      happy_eyeballs_delay: see :func:`trio.open_tcp_stream`.
+
+    Raises:
+      OSError: the TCP connection could not be made.
+    """
+    if ssl_context is None:
+        ssl_context = ssl.create_default_context()
+    transport = await trio.open_tcp_stream(host, port, happy_eyeballs_delay=happy_eyeballs_delay)
+    try:
+        return TLSStream(
+            transport,
+            ssl_context,
+            server_hostname=host,
+            https_compatible=https_compatible,
+        )
+    except BaseException:
+        await trio.aclose_forcefully(transport)
+        raise
+
+
+async def open_tls_over_tcp_listeners(
+    port: int,
+    ssl_context: ssl.SSLContext,
+    *,
+    host: str | bytes | None = None,
+    https_compatible: bool = False,
+    backlog: int | None = None,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+) -> list[TLSListener]:
+    """Listen on ``port`` and return one :class:`TLSListener` per bound address.
+
+    The counterpart of :func:`trio.open_ssl_over_tcp_listeners`; ``port``,
+    ``host`` and ``backlog`` mean what they mean for
+    :func:`trio.open_tcp_listeners` (port 0 picks a free port; read it from
+    ``listeners[0].transport_listener.socket.getsockname()``).
+    ``handshake_timeout`` is stored on each listener (see
+    :class:`TLSListener`).
+    """
+    _check_timeout(handshake_timeout)
+    tcp_listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    try:
+        return [
+            TLSListener(
+                tcp,
+                ssl_context,
+                https_compatible=https_compatible,
+                handshake_timeout=handshake_timeout,
+            )
+            for tcp in tcp_listeners
+        ]
+    except BaseException:
+        for tcp in tcp_listeners:
+            await trio.aclose_forcefully(tcp)
+        raise
+
+
+async def serve_tls_over_tcp(
+    handler: Callable[[TLSStream], Awaitable[object]],
+    port: int,
+    ssl_context: ssl.SSLContext,
+    *,
+    host: str | bytes | None = None,
+    https_compatible: bool = False,
+    backlog: int | None = None,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    handler_nursery: trio.Nursery | None = None,
+    task_status: trio.TaskStatus[list[TLSListener]] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve TLS over TCP on ``port``, calling ``handler(stream)`` for each connection.
+
+    The counterpart of :func:`trio.serve_ssl_over_tcp`, with one deliberate
+    difference: each connection first completes its TLS handshake in its own
+    task, within ``handshake_timeout`` seconds, and ``handler`` only ever sees
+    streams whose handshake succeeded (so ``stream.getpeercert()`` and
+    friends work at once).
+
+    * A client that connects and sends nothing, or sends its handshake one
+      byte at a time, is dropped after ``handshake_timeout`` seconds. It only
+      occupies its own task, so other clients are accepted and served
+      meanwhile.
+    * A failed handshake (bad certificate, protocol mismatch, plain text
+      instead of TLS, the client hanging up) closes that connection quietly;
+      it never reaches ``handler`` and never takes the server down.
+    * An exception raised by ``handler`` itself is *not* caught: as with
+      :func:`trio.serve_listeners` it propagates and stops the whole server.
+      That keeps bugs visible; catch what you expect (e.g.
+      :class:`trio.BrokenResourceError` when a client vanishes) inside your
+      handler, or pass a ``handler_nursery`` of your own.
+    * ``handler`` owns the stream and should close it (``async with stream:``).
+
+    Use it with :meth:`trio.Nursery.start` to learn the bound listeners::
+
+        listeners = await nursery.start(serve_tls_over_tcp, handler, 0, ctx)
+        port = listeners[0].transport_listener.socket.getsockname()[1]
+
+    Runs until cancelled; the listeners are closed on the way out.
+
+    Args:
+      handler: ``async def handler(stream: TLSStream)``.
+      port, host, backlog: as for :func:`trio.open_tcp_listeners`.
+      ssl_context: a server-side :class:`ssl.SSLContext`.
+      https_compatible: see :class:`TLSStream`.
+      handshake_timeout: seconds each connection gets for its handshake;
+        ``math.inf`` disables the limit.
+      handler_nursery: as for :func:`trio.serve_listeners`.
+      task_status: reports the list of :class:`TLSListener` once listening.
+    """
+    listeners = await open_tls_over_tcp_listeners(
+        port,
+        ssl_context,
+        host=host,
+        https_compatible=https_compatible,
+        backlog=backlog,
+        handshake_timeout=handshake_timeout,
+    )
+    await trio.serve_listeners(
+        handshaking_handler(handler, handshake_timeout),
+        listeners,
+        handler_nursery=handler_nursery,
+        task_status=task_status,
+    )
