@@ -12,8 +12,8 @@ import trio.testing
 import trustme
 from pyopenssl_peer import PyOpenSSLPeer, client_context, server_context
 
-from trio_tlsretry import TLSStream
-from trio_tlsretry.testing import exact_progress_stream_pair
+from trio_tlsretry import StreamState, TLSStream
+from trio_tlsretry.testing import cancel_at_checkpoint, exact_progress_stream_pair
 
 SIZE = 6 * 1024 * 1024
 
@@ -66,3 +66,65 @@ async def test_renegotiation_during_two_way_transfer(transport: str, renegotiati
     assert len(got) == SIZE and digest(got) == digest(download)
     assert client.version() == "TLSv1.2"
     await trio.aclose_forcefully(client)  # the peer no longer reads
+
+
+@pytest.mark.parametrize("transport", ["exact", "socket"])
+async def test_renegotiation_while_sends_and_receives_are_cancelled(transport: str) -> None:
+    # The peer renegotiates twice while our send_all and receive_some are
+    # being cancelled at varying checkpoints and retried (send_all with the
+    # very same object, as the contract allows). Both directions must stay
+    # byte-exact and the stream must stay usable throughout.
+    ca = trustme.CA()
+    size = 3 * 1024 * 1024
+    upload, download = os.urandom(size), os.urandom(size)
+    a: trio.abc.Stream
+    b: trio.abc.Stream
+    if transport == "exact":
+        a, b = exact_progress_stream_pair(capacity=16 * 1024)
+    else:
+        sock_a, sock_b = trio.socket.socketpair()
+        a, b = trio.SocketStream(sock_a), trio.SocketStream(sock_b)
+    client = TLSStream(a, client_context(ca), server_hostname="example.org")
+    peer = PyOpenSSLPeer(
+        b,
+        server_context(ca),
+        to_send=download,
+        expect=size,
+        renegotiate_after=size // 3,
+        renegotiations=2,
+    )
+    got = bytearray()
+    cancellations = {"send": 0, "receive": 0}
+
+    async def receive_all() -> None:
+        k = 1
+        while len(got) < size:
+            outcome = await cancel_at_checkpoint(k, client.receive_some)
+            if outcome.completed:
+                assert outcome.result is not None
+                got.extend(outcome.result)
+            else:
+                cancellations["receive"] += 1
+            k = k % 7 + 1
+
+    async def send_all_with_retries() -> None:
+        k = 1
+        while True:
+            outcome = await cancel_at_checkpoint(k, lambda: client.send_all(upload))
+            if outcome.completed:
+                return
+            cancellations["send"] += 1
+            assert client.statistics().state is StreamState.OPEN
+            k = k % 11 + 2
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer.run)
+            nursery.start_soon(receive_all)
+            nursery.start_soon(send_all_with_retries)
+    # The exact numbers depend on how the kernel splits socket writes.
+    assert cancellations["send"] > 0 and cancellations["receive"] > 0
+    assert peer.total_renegotiations() == 2
+    assert digest(peer.received) == digest(upload) and len(peer.received) == size
+    assert digest(got) == digest(download) and len(got) == size
+    await trio.aclose_forcefully(client)
