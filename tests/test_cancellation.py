@@ -335,7 +335,7 @@ async def aclose_case(kind: str, k: int) -> str:
         if kind in EXACT:
             # Leave a pinned remainder for aclose to flush: cancel the send
             # once it has started.
-            await cancel_at_checkpoint(2, lambda: client.send_all(message))
+            await cancel_at_checkpoint(1, lambda: client.send_all(message))
             assert client.statistics().pinned_bytes > 0
         else:
             # Over these transports that cancellation could break the stream

@@ -157,6 +157,7 @@ async def _run_demo(
 
             await stream.send_all(_HEADER.pack(len(message)))
             out(f"send_all    {len(message):,} bytes while the server is not reading ...")
+            before = stream.statistics()
             started = time.monotonic()
             with trio.move_on_after(send_timeout) as scope:
                 await stream.send_all(message)
@@ -166,10 +167,15 @@ async def _run_demo(
                     "the socket buffers are larger than the message"
                 )
             stats = stream.statistics()
-            delivered = len(message) - stats.pinned_bytes
+            # Plaintext the TLS engine encrypted before the timeout, and the
+            # part of its ciphertext the socket accepted; the rest is queued.
+            delivered = stats.plaintext_bytes_sent - before.plaintext_bytes_sent
+            to_socket = stats.ciphertext_bytes_sent - before.ciphertext_bytes_sent
             out(
-                f"timeout     send_all cancelled after {time.monotonic() - started:.2f} s "
-                f"with {delivered:,} of {len(message):,} bytes handed to the socket"
+                f"timeout     send_all cancelled after {time.monotonic() - started:.2f} s: "
+                f"{delivered:,} of {len(message):,} bytes encrypted, {to_socket:,} bytes "
+                f"of ciphertext handed to the socket, "
+                f"{stats.outgoing_ciphertext_bytes:,} queued"
             )
             out(
                 f"statistics  state={stats.state.value} pinned_bytes={stats.pinned_bytes:,} "
@@ -181,7 +187,10 @@ async def _run_demo(
 
             log.gate.set()
             await stream.send_all(message)  # the very same object: resumes
-            out(f"retry       send_all(msg) resumed at byte {delivered:,} and completed")
+            out(
+                f"retry       send_all(msg) resumed: the queued ciphertext first, "
+                f"then plaintext from byte {delivered:,}; completed"
+            )
 
             verdict = bytearray()
             while not verdict.endswith(b"\n"):

@@ -32,7 +32,7 @@ __all__ = ["DEFAULT_WRITE_CHUNK", "TLSEngine"]
 #: chunk (plus a few record headers) is the most the engine buffers for a
 #: ``send_all``, whatever the size of the caller's data. 64-256 KiB runs
 #: an order of magnitude faster than one huge write (see FACTS in docs).
-DEFAULT_WRITE_CHUNK: Final = 128 * 1024
+DEFAULT_WRITE_CHUNK: Final = 256 * 1024
 
 #: Plaintext decrypted on the send path that may wait for the receiver before
 #: the send path stops pulling more from the transport.
@@ -364,7 +364,13 @@ class TLSEngine:
         self._note_output()
 
     def has_peer_certificate(self) -> bool:
-        return self.ssl_object.getpeercert(binary_form=True) is not None
+        try:
+            return self.ssl_object.getpeercert(binary_form=True) is not None
+        except ValueError:
+            # CPython refuses while SSL_is_init_finished() is false: the
+            # client's certificate flight is only partly processed, or the
+            # post-handshake authentication failed (see pending_error()).
+            return False
 
     # -------------------------------------------------------------- shutdown
 

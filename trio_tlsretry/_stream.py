@@ -108,12 +108,20 @@ class TLSStream(trio.abc.HalfCloseableStream):
     ) -> None:
         if isinstance(server_hostname, bytes):
             server_hostname = server_hostname.decode("ascii")
+        if not server_side and ssl_context.check_hostname and not server_hostname:
+            # wrap_bio, unlike wrap_socket, accepts this and then skips the
+            # host-name check altogether.
+            raise ValueError("server_hostname is required when ssl_context.check_hostname is on")
         #: The underlying transport.
         self.transport_stream: trio.abc.Stream = transport_stream
         self._https_compatible = https_compatible
-        self._engine = TLSEngine(
-            ssl_context, server_side=server_side, server_hostname=server_hostname
-        )
+        try:
+            self._engine = TLSEngine(
+                ssl_context, server_side=server_side, server_hostname=server_hostname
+            )
+        except ssl.SSLError as exc:
+            # For example a PROTOCOL_TLS_CLIENT context with server_side=True.
+            raise ValueError(f"ssl_context cannot be used for this side: {exc}") from exc
         self._ssl_object = self._engine.ssl_object
         self._sender = sender_for(transport_stream)
         self._state = StreamState.OPEN
@@ -182,7 +190,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
 
     # ------------------------------------------------------ moving bytes
 
-    async def _flush(self) -> None:
+    async def _flush(self, *, even_if_broken: bool = False) -> None:
         """Hand every queued ciphertext byte to the transport, in order.
 
         The queue lives in the engine, not in this task, so whoever holds the
@@ -197,7 +205,8 @@ class TLSStream(trio.abc.HalfCloseableStream):
         try:
             sender = self._sender
             while engine.has_outgoing():
-                self._check_usable()
+                if not (even_if_broken and self._state is StreamState.BROKEN):
+                    self._check_usable()
                 head = engine.outgoing_head()
                 try:
                     sent = await sender.send(head)
@@ -215,6 +224,12 @@ class TLSStream(trio.abc.HalfCloseableStream):
                     raise
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     self._raise_transport_error(exc)
+                except BaseException as exc:
+                    if not sender.exact:
+                        # A transport bug, but the same uncertainty as a
+                        # cancellation: part of ``head`` may be on the wire.
+                        self._break(f"the transport's send_all raised {exc!r}", exc)
+                    raise
                 engine.consume_outgoing(sent)
         finally:
             lock.release()
@@ -237,7 +252,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
             return
         with trio.move_on_after(ALERT_TIMEOUT):
             try:
-                await self._flush()
+                await self._flush(even_if_broken=True)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
@@ -255,43 +270,58 @@ class TLSStream(trio.abc.HalfCloseableStream):
             return True
         return False
 
-    async def _receive(self) -> None:
+    async def _receive(self) -> bool:
         """Move one transport read of ciphertext into the engine.
 
-        If another task completed a transport read while we waited for the
-        lock, return at once: the caller retries its engine operation, which
-        may now succeed, and a second read could wait for data that never
-        comes.
+        Returns whether we yielded to the scheduler. If another task
+        completed a transport read while we waited for the lock, return at
+        once: the caller retries its engine operation, which may now succeed,
+        and a second read could wait for data that never comes.
         """
         engine = self._engine
         if engine.incoming.eof:
             # Retrying the engine operation will report the EOF.
-            return
+            return False
         seen = self._transport_receives
         lock = self._transport_receive_lock
-        await _acquire(lock)
+        yielded = await _acquire(lock)
         try:
             if seen != self._transport_receives:
-                return
+                return yielded
             self._check_usable()
-            # The scope lets a flusher that stopped early wake us (see
-            # ``_flush``). Cancelling a transport read loses nothing: Trio's
-            # receive_some is cancel-atomic.
-            with trio.CancelScope() as scope:
-                self._receive_scope = scope
-                try:
-                    data = await self.transport_stream.receive_some(TRANSPORT_RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    self._raise_transport_error(exc)
-                finally:
-                    self._receive_scope = None
-            if scope.cancelled_caught:
-                return
+            io = self._sender
+            try:
+                data: bytes | bytearray | None = (
+                    io.try_receive(TRANSPORT_RECEIVE_SIZE) if io.raw else None
+                )
+                if data is None:
+                    # We have to wait. The scope lets a flusher that stopped
+                    # early wake us (see ``_flush``); cancelling a wait for
+                    # data loses nothing (Trio's receive_some is
+                    # cancel-atomic, and a readiness wait reads nothing).
+                    yielded = True
+                    with trio.CancelScope() as scope:
+                        self._receive_scope = scope
+                        try:
+                            if io.raw:
+                                await io.wait_receivable()
+                                data = io.try_receive(TRANSPORT_RECEIVE_SIZE)
+                            else:
+                                data = await self.transport_stream.receive_some(
+                                    TRANSPORT_RECEIVE_SIZE
+                                )
+                        finally:
+                            self._receive_scope = None
+                    if data is None:
+                        return yielded  # woken, or readiness without data
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._raise_transport_error(exc)
             # No await between the transport read and the engine: a
             # cancellation can only arrive before the read (nothing consumed)
             # or after this line (everything kept in the incoming BIO).
             engine.receive_ciphertext(data)
             self._transport_receives += 1
+            return yielded
         finally:
             lock.release()
 
@@ -312,6 +342,9 @@ class TLSStream(trio.abc.HalfCloseableStream):
                 try:
                     done = engine.do_handshake()
                 except (ssl.SSLError, ssl.CertificateError) as exc:
+                    # Failed for good, even if a cancellation interrupts the
+                    # alert below.
+                    self._break(f"TLS error: {exc}", exc)
                     await self._send_alert()
                     self._raise_tls_error(exc)
                 if done:
@@ -547,7 +580,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
                 if await self._flush_if_needed():
                     # Handshake data (renegotiation, post-handshake messages)
                     # the peer may be waiting for went out; ask again.
-                    pass
+                    yielded = True
                 elif engine.incoming.eof:
                     # The engine saw the EOF and still wants data: treat it
                     # like OpenSSL's own unexpected-EOF error.
@@ -556,9 +589,8 @@ class TLSStream(trio.abc.HalfCloseableStream):
                         data = b""
                         break
                     self._raise_tls_error(ssl.SSLEOFError("the transport closed"))
-                else:
-                    await self._receive()
-                yielded = True
+                elif await self._receive():
+                    yielded = True
                 self._check_usable()
         if not yielded:
             await cancel_shielded_checkpoint()
@@ -577,7 +609,11 @@ class TLSStream(trio.abc.HalfCloseableStream):
             await checkpoint_if_cancelled()
             self._check_usable()
             if self._sent_eof:
-                await cancel_shielded_checkpoint()
+                # A cancelled call may have left part of the close_notify queued.
+                if self._engine.has_outgoing():
+                    await self._flush()
+                else:
+                    await cancel_shielded_checkpoint()
                 return
             await self._ensure_handshake()
             if self._ssl_object.version() != "TLSv1.3":
@@ -588,6 +624,11 @@ class TLSStream(trio.abc.HalfCloseableStream):
                 )
             await self._drive_pinned()
             try:
+                # SSLObject.unwrap() calls SSL_shutdown twice, and the second
+                # call reads records already received, failing on application
+                # data. Decrypt those into the engine's buffer first; they
+                # wait there for receive_some.
+                self._engine.pump_incoming()
                 self._engine.start_shutdown()
             except (ssl.SSLError, ssl.CertificateError) as exc:
                 self._raise_tls_error(exc)
@@ -736,6 +777,8 @@ class TLSStream(trio.abc.HalfCloseableStream):
                     break
                 error = engine.pending_error()
                 if error is not None:
+                    self._break(f"TLS error: {error}", error)
+                    await self._send_alert()
                     self._raise_tls_error(error)
                 if engine.has_outgoing():
                     continue

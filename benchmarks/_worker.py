@@ -1,0 +1,561 @@
+"""One benchmark case for one implementation, in a fresh process.
+
+Started by ``run.py`` (or by hand)::
+
+    python benchmarks/_worker.py --impl tlsretry --case bulk --certdir DIR
+
+This process is the *measured side*: it is always the TLS client. It starts
+the fixed peer (``_peer.py``) as a child process, runs the case, and prints one
+JSON object on its last stdout line.
+
+``--knob NAME=VALUE`` sets a trio_tlsretry tuning constant before the case runs
+(``WRITE_CHUNK``, ``TRANSPORT_RECEIVE_SIZE``, ``DEFAULT_RECEIVE_SIZE``,
+``OUTGOING_HEAD``), so that a change can be measured without editing the
+library. ``--profile FILE`` writes a cProfile of the measured part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import resource
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+SERVER_NAME = "localhost"
+MiB = 1024 * 1024
+
+IMPLS = ("tlsretry", "trio", "anyio", "asyncio", "blocking")
+CASES = ("bulk", "onecall", "pingpong", "handshake", "idle")
+PEER_MODE = {
+    "bulk": "sink",
+    "onecall": "sink",
+    "pingpong": "echo",
+    "handshake": "hs",
+    "idle": "echo",
+}
+
+# Case sizes: (full, quick).
+SIZES: dict[str, tuple[int, int]] = {
+    "bulk_total": (256 * MiB, 64 * MiB),
+    "bulk_chunk": (64 * 1024, 64 * 1024),
+    "onecall_total": (64 * MiB, 64 * MiB),
+    "pingpong_seconds": (3, 1),
+    "handshake_seconds": (3, 1),
+    "idle_connections": (1000, 200),
+}
+
+
+def size(name: str, quick: bool) -> int:
+    full, small = SIZES[name]
+    return small if quick else full
+
+
+# ------------------------------------------------------------------ memory
+
+
+def proc_status(key: str) -> int:
+    """A ``/proc/self/status`` field in bytes (``VmRSS``, ``VmHWM``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux ``clear_refs`` 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+class RSSSampler:
+    """Fallback peak-RSS probe when VmHWM cannot be reset: sample every 1 ms."""
+
+    def __init__(self) -> None:
+        self.peak = proc_status("VmRSS")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, proc_status("VmRSS"))
+
+    def __enter__(self) -> RSSSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, proc_status("VmRSS"))
+
+
+# ------------------------------------------------------------ connections
+
+
+@dataclass
+class Conn:
+    """The three operations a case needs, bound as directly as possible."""
+
+    send: Callable[[bytes], Awaitable[Any]]
+    recv: Callable[[int], Awaitable[bytes]]
+    close: Callable[[], Awaitable[None]]
+    stream: Any
+
+
+def client_context(certdir: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(certdir / "ca.pem"))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
+def make_connector(impl: str, ctx: ssl.SSLContext, port: int) -> Callable[[], Awaitable[Conn]]:
+    if impl in ("tlsretry", "trio"):
+        import trio
+
+        if impl == "tlsretry":
+            from trio_tlsretry import TLSStream as stream_type
+        else:
+            stream_type = trio.SSLStream  # type: ignore[assignment]
+
+        async def connect_trio() -> Conn:
+            tcp = await trio.open_tcp_stream(HOST, port)
+            stream = stream_type(tcp, ctx, server_hostname=SERVER_NAME)
+            await stream.do_handshake()
+            return Conn(stream.send_all, stream.receive_some, stream.aclose, stream)
+
+        return connect_trio
+
+    if impl == "anyio":
+        import anyio
+        from anyio.streams.tls import TLSStream as AnyioTLSStream
+
+        async def connect_anyio() -> Conn:
+            tcp = await anyio.connect_tcp(HOST, port)
+            stream = await AnyioTLSStream.wrap(
+                tcp, hostname=SERVER_NAME, ssl_context=ctx, standard_compatible=True
+            )
+            return Conn(stream.send, stream.receive, stream.aclose, stream)
+
+        return connect_anyio
+
+    if impl == "asyncio":
+        import asyncio
+
+        async def connect_asyncio() -> Conn:
+            reader, writer = await asyncio.open_connection(
+                HOST, port, ssl=ctx, server_hostname=SERVER_NAME
+            )
+
+            async def send(data: bytes) -> None:
+                writer.write(data)
+                await writer.drain()
+
+            async def close() -> None:
+                writer.close()
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    await writer.wait_closed()
+
+            return Conn(send, reader.read, close, writer)
+
+        return connect_asyncio
+
+    if impl == "blocking":
+        # Reference only: a plain blocking ssl.SSLSocket, no event loop. The
+        # coroutines below never suspend; they only give the cases one shape.
+        import socket
+
+        async def connect_blocking() -> Conn:
+            raw = socket.create_connection((HOST, port))
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = ctx.wrap_socket(raw, server_hostname=SERVER_NAME)
+
+            async def send(data: bytes) -> None:
+                sock.sendall(data)
+
+            async def recv(n: int) -> bytes:
+                return sock.recv(n)
+
+            async def close() -> None:
+                sock.close()
+
+            return Conn(send, recv, close, sock)
+
+        return connect_blocking
+
+    raise ValueError(f"unknown implementation {impl!r}")
+
+
+def negotiated(conn: Conn) -> tuple[str | None, str | None]:
+    stream = conn.stream
+    if hasattr(stream, "get_extra_info"):  # asyncio writer
+        obj = stream.get_extra_info("ssl_object")
+        return obj.version(), obj.cipher()[0]
+    if hasattr(stream, "extra"):  # anyio
+        from anyio.streams.tls import TLSAttribute
+
+        obj = stream.extra(TLSAttribute.ssl_object)
+        return obj.version(), obj.cipher()[0]
+    return stream.version(), stream.cipher()[0]
+
+
+async def recv_exact(conn: Conn, n: int) -> bytes:
+    recv = conn.recv
+    data = await recv(n)
+    while len(data) < n:
+        more = await recv(n - len(data))
+        if not more:
+            raise EOFError("peer closed")
+        data += more
+    return data
+
+
+async def sink_round(conn: Conn, chunks: list[bytes]) -> None:
+    """Send ``chunks`` (one ``send`` call each) and wait for the peer's ack."""
+    send = conn.send
+    await send(struct.pack("!Q", sum(map(len, chunks))))
+    for chunk in chunks:
+        await send(chunk)
+    if await recv_exact(conn, 1) != b"k":
+        raise RuntimeError("bad ack")
+
+
+# ------------------------------------------------------------------ cases
+
+
+class StepCounter:
+    """A Trio instrument counting task steps (scheduler passes) while enabled."""
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.steps = 0
+
+    def before_task_step(self, task: object) -> None:
+        if self.enabled:
+            self.steps += 1
+
+
+STEPS: StepCounter | None = None
+
+
+class Profiler:
+    """cProfile around the measured part, if asked for.
+
+    The timer is this process's CPU time, so time spent descheduled (waiting
+    for the peer, or preempted on a busy machine) is not charged to whatever
+    function happened to be running.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.prof: Any = None
+
+    def __enter__(self) -> None:
+        if STEPS is not None:
+            STEPS.steps = 0
+            STEPS.enabled = True
+        if self.path:
+            import cProfile
+
+            self.prof = cProfile.Profile(time.process_time)
+            self.prof.enable()
+
+    def __exit__(self, *exc: object) -> None:
+        if STEPS is not None:
+            STEPS.enabled = False
+        if self.prof is not None:
+            self.prof.disable()
+            self.prof.dump_stats(self.path)
+
+
+async def case_bulk(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
+    total = size("bulk_total", opts.quick)
+    chunk_size = size("bulk_chunk", opts.quick)
+    block = b"\xa5" * chunk_size
+    conn = await connect()
+    info = negotiated(conn)
+    await sink_round(conn, [block] * (8 * MiB // chunk_size))  # warm-up
+    chunks = [block] * (total // chunk_size)
+    with Profiler(opts.profile):
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        await sink_round(conn, chunks)
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+    await conn.close()
+    return {
+        "value": total / elapsed / 1e6,
+        "unit": "MB/s",
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "bytes": total,
+        "version": info[0],
+        "cipher": info[1],
+    }
+
+
+async def case_onecall(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
+    total = size("onecall_total", opts.quick)
+    payload = b"\x5a" * total  # resident before the baseline is taken
+    conn = await connect()
+    info = negotiated(conn)
+    await sink_round(conn, [b"\x5a" * MiB])  # warm-up: buffers allocated, tickets read
+    gc.collect()
+    baseline = proc_status("VmRSS")
+    exact = reset_peak_rss()
+    sampler = contextlib.nullcontext() if exact else RSSSampler()
+    with sampler, Profiler(opts.profile):
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        await sink_round(conn, [payload])
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+    peak = proc_status("VmHWM") if exact else sampler.peak  # type: ignore[union-attr]
+    await conn.close()
+    return {
+        "value": total / elapsed / 1e6,
+        "unit": "MB/s",
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "bytes": total,
+        "rss_growth_mib": (peak - baseline) / MiB,
+        "rss_method": "VmHWM after clear_refs" if exact else "1 ms RSS sampling",
+        "version": info[0],
+        "cipher": info[1],
+    }
+
+
+async def case_pingpong(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
+    seconds = size("pingpong_seconds", opts.quick)
+    message = b"\x77" * 64
+    conn = await connect()
+    info = negotiated(conn)
+    send, recv = conn.send, conn.recv
+
+    async def rounds(n: int) -> None:
+        for _ in range(n):
+            await send(message)
+            data = await recv(64)
+            if len(data) != 64:
+                data += await recv_exact(conn, 64 - len(data))
+
+    await rounds(500)  # warm-up
+    count = 0
+    with Profiler(opts.profile):
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        deadline = t0 + seconds
+        while time.perf_counter() < deadline:
+            await rounds(200)
+            count += 200
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+    await conn.close()
+    return {
+        "value": count / elapsed,
+        "unit": "round trips/s",
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "round_trips": count,
+        "version": info[0],
+        "cipher": info[1],
+    }
+
+
+async def case_handshake(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
+    seconds = size("handshake_seconds", opts.quick)
+    info: tuple[str | None, str | None] = (None, None)
+
+    async def one() -> None:
+        nonlocal info
+        conn = await connect()
+        info = negotiated(conn)
+        await conn.send(b"x")
+        if await conn.recv(1) != b"y":
+            raise RuntimeError("bad reply")
+        await conn.close()
+
+    for _ in range(20):  # warm-up
+        await one()
+    count = 0
+    with Profiler(opts.profile):
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        deadline = t0 + seconds
+        while time.perf_counter() < deadline:
+            for _ in range(10):
+                await one()
+            count += 10
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+    return {
+        "value": count / elapsed,
+        "unit": "connections/s",
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "connections": count,
+        "version": info[0],
+        "cipher": info[1],
+    }
+
+
+async def case_idle(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
+    n = size("idle_connections", opts.quick)
+
+    async def open_one() -> Conn:
+        conn = await connect()
+        await conn.send(b"i")  # also reads the TLS 1.3 session tickets
+        await recv_exact(conn, 1)
+        return conn
+
+    warm = [await open_one() for _ in range(10)]
+    info = negotiated(warm[0])
+    for conn in warm:
+        await conn.close()
+    del warm, conn
+    gc.collect()
+    baseline = proc_status("VmRSS")
+    conns = [await open_one() for _ in range(n)]
+    gc.collect()
+    after = proc_status("VmRSS")
+    for conn in conns:
+        await conn.close()
+    return {
+        "value": (after - baseline) / n / 1024,
+        "unit": "KiB/connection",
+        "connections": n,
+        "rss_baseline_mib": baseline / MiB,
+        "rss_after_mib": after / MiB,
+        "version": info[0],
+        "cipher": info[1],
+    }
+
+
+CASE_FUNCS = {
+    "bulk": case_bulk,
+    "onecall": case_onecall,
+    "pingpong": case_pingpong,
+    "handshake": case_handshake,
+    "idle": case_idle,
+}
+
+
+# ------------------------------------------------------------------- knobs
+
+
+def apply_knobs(knobs: list[str]) -> dict[str, int]:
+    """Override trio_tlsretry tuning constants in this process only."""
+    if not knobs:
+        return {}
+    from trio_tlsretry import _engine, _stream
+
+    applied = {}
+    for item in knobs:
+        name, _, raw = item.partition("=")
+        value = int(raw, 0)
+        if name == "WRITE_CHUNK":
+            # A keyword default, bound when TLSEngine.__init__ was defined.
+            _engine.TLSEngine.__init__.__kwdefaults__["write_chunk"] = value
+        elif name == "OUTGOING_HEAD":
+            _engine.TLSEngine.outgoing_head.__defaults__ = (value,)
+        elif name in ("TRANSPORT_RECEIVE_SIZE", "DEFAULT_RECEIVE_SIZE"):
+            setattr(_stream, name, value)
+        else:
+            raise SystemExit(f"unknown knob {name!r}")
+        applied[name] = value
+    return applied
+
+
+# -------------------------------------------------------------------- main
+
+
+def start_peer(mode: str, certdir: Path) -> tuple[subprocess.Popen[str], int]:
+    peer = subprocess.Popen(
+        [sys.executable, str(HERE / "_peer.py"), "--mode", mode, "--certdir", str(certdir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert peer.stdout is not None
+    line = peer.stdout.readline()
+    if not line:
+        peer.wait()
+        raise RuntimeError("the peer did not start")
+    return peer, int(line)
+
+
+def run_case(impl: str, case: str, ctx: ssl.SSLContext, port: int, opts: argparse.Namespace) -> Any:
+    connect = make_connector(impl, ctx, port)
+
+    async def main() -> dict:
+        return await CASE_FUNCS[case](connect, opts)
+
+    instruments = [STEPS] if STEPS is not None else []
+    if impl in ("tlsretry", "trio"):
+        import trio
+
+        return trio.run(main, instruments=instruments)
+    if impl == "anyio":
+        import anyio
+
+        return anyio.run(main, backend="trio", backend_options={"instruments": instruments})
+    import asyncio
+
+    return asyncio.run(main())  # "asyncio" and "blocking"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--impl", choices=IMPLS, required=True)
+    parser.add_argument("--case", choices=CASES, required=True)
+    parser.add_argument("--certdir", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--knob", action="append", default=[])
+    parser.add_argument("--profile", default=None)
+    parser.add_argument(
+        "--count-steps", action="store_true", help="count Trio task steps in the timed part"
+    )
+    opts = parser.parse_args()
+    global STEPS
+    if opts.count_steps:
+        STEPS = StepCounter()
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    knobs = apply_knobs(opts.knob)
+    ctx = client_context(opts.certdir)
+    # Import the implementation before any baseline is taken.
+    make_connector(opts.impl, ctx, 0)
+    peer, port = start_peer(PEER_MODE[opts.case], opts.certdir)
+    try:
+        result = run_case(opts.impl, opts.case, ctx, port, opts)
+    finally:
+        peer.terminate()
+        peer.wait()
+    result.update(impl=opts.impl, case=opts.case, knobs=knobs, pid=os.getpid())
+    if STEPS is not None:
+        result["task_steps"] = STEPS.steps
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Profile one benchmark case (CPU-time cProfile) and count Trio scheduler passes.
+
+Usage::
+
+    python benchmarks/profile_case.py bulk                  # trio_tlsretry
+    python benchmarks/profile_case.py pingpong --impl trio  # the baseline
+    python benchmarks/profile_case.py bulk --knob WRITE_CHUNK=262144
+
+Prints the CPU time and Trio task steps per operation of the timed part, then
+the functions with the most CPU time of their own. The profile is written to
+``benchmarks/results/tmp/<impl>-<case>.prof`` for ``snakeviz``/``pstats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pstats
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _worker import CASES, IMPLS  # noqa: E402
+from run import make_certs  # noqa: E402
+
+
+def operations(result: dict) -> tuple[int, str]:
+    if result["case"] == "bulk":
+        return result["bytes"] // (64 * 1024), "send_all"
+    if result["case"] == "pingpong":
+        return result["round_trips"], "round trip"
+    if result["case"] == "handshake":
+        return result["connections"], "connection"
+    return 1, "call"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("case", choices=[c for c in CASES if c != "idle"])
+    parser.add_argument("--impl", choices=IMPLS, default="tlsretry")
+    parser.add_argument("--knob", action="append", default=[])
+    parser.add_argument("--full", action="store_true", help="full-size case (default: --quick)")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+
+    out_dir = HERE / "results" / "tmp"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prof_path = out_dir / f"{args.impl}-{args.case}.prof"
+    with tempfile.TemporaryDirectory(prefix="tlsbench-") as tmp:
+        make_certs(Path(tmp))
+        cmd = [sys.executable, str(HERE / "_worker.py"), "--impl", args.impl]
+        cmd += ["--case", args.case, "--certdir", tmp, "--profile", str(prof_path)]
+        if args.impl in ("tlsretry", "trio", "anyio"):
+            cmd.append("--count-steps")
+        if not args.full:
+            cmd.append("--quick")
+        for knob in args.knob:
+            cmd += ["--knob", knob]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    ops, what = operations(result)
+    print(
+        f"{args.impl} {args.case} {result['knobs'] or ''}: {result['value']:.1f} {result['unit']} "
+        f"(profiled); CPU {result['cpu_seconds'] / ops * 1e6:.1f} us per {what}"
+        + (
+            f"; {result['task_steps'] / ops:.2f} Trio task steps per {what}"
+            if "task_steps" in result
+            else ""
+        )
+    )
+    stats = pstats.Stats(str(prof_path))
+    stats.sort_stats("tottime").print_stats(args.top)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,551 @@
+"""Run the TLS stream benchmarks and report medians, ratios and targets.
+
+Usage::
+
+    python benchmarks/run.py              # full run, 4-8 minutes
+    python benchmarks/run.py --quick      # smoke run, about 1 minute
+    python benchmarks/run.py --update-docs  # also rewrite the table in docs/performance.rst
+
+Each (repetition, case, implementation) runs in a fresh ``_worker.py`` process
+that is the TLS client; the server is always the fixed blocking peer in
+``_peer.py`` (see docs/performance.rst for why). Implementations are
+interleaved and their order rotates between repetitions.
+
+Outputs: ``benchmarks/results/latest.json`` (every sample), ``latest.txt``
+(this script's report), ``latest.rst`` (the table for the docs) and
+``docs/_static/performance.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import io
+import json
+import os
+import platform
+import re
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _worker import CASES, IMPLS  # noqa: E402
+
+BASELINE = "trio"
+OURS = "tlsretry"
+
+IMPL_LABELS = {
+    "tlsretry": "trio_tlsretry.TLSStream",
+    "trio": "trio.SSLStream",
+    "anyio": "anyio TLSStream (trio)",
+    "asyncio": "asyncio streams",
+    "blocking": "blocking ssl.SSLSocket (ref.)",
+}
+CASE_LABELS = {
+    "bulk": "bulk: 256 MiB in 64 KiB send_all",
+    "onecall": "one-call: one 64 MiB send_all",
+    "onecall_rss": "one-call: sender peak RSS growth",
+    "pingpong": "ping-pong: 64 B round trips",
+    "handshake": "handshakes: TCP+TLS connect, 1 B each way, close",
+    "idle": "idle memory: client RSS per idle connection (1,000 open)",
+    "bulk_cpu": "bulk: client CPU efficiency",
+    "onecall_cpu": "one-call: client CPU efficiency",
+    "pingpong_cpu": "ping-pong: client CPU per round trip",
+    "handshake_cpu": "handshakes: client CPU per connection",
+}
+CHART_TITLES = {
+    "bulk": "bulk: 64 KiB send_all",
+    "onecall": "one-call: 64 MiB send_all",
+    "onecall_rss": "one-call: sender peak RSS growth",
+    "pingpong": "ping-pong: 64 B round trips",
+    "handshake": "handshakes",
+    "idle": "idle memory per connection",
+}
+UNITS = {
+    "bulk": "MB/s",
+    "onecall": "MB/s",
+    "onecall_rss": "MiB",
+    "pingpong": "round trips/s",
+    "handshake": "connections/s",
+    "idle": "KiB/connection",
+    "bulk_cpu": "MB per CPU-second",
+    "onecall_cpu": "MB per CPU-second",
+    "pingpong_cpu": "CPU us",
+    "handshake_cpu": "CPU us",
+}
+# Metrics where a smaller number is better.
+LOWER_IS_BETTER = {"onecall_rss", "idle", "pingpong_cpu", "handshake_cpu"}
+# Metrics shown in the main table and the chart, in order.
+METRICS = ("bulk", "onecall", "onecall_rss", "pingpong", "handshake", "idle")
+# CPU time of the measured (client) process only: far less sensitive to other
+# load on a shared machine than wall-clock rates.
+CPU_METRICS = ("bulk_cpu", "onecall_cpu", "pingpong_cpu", "handshake_cpu")
+METRIC_SPECS: dict[str, tuple[str, Any]] = {
+    "bulk": ("bulk", lambda s: s["value"]),
+    "onecall": ("onecall", lambda s: s["value"]),
+    "onecall_rss": ("onecall", lambda s: s["rss_growth_mib"]),
+    "pingpong": ("pingpong", lambda s: s["value"]),
+    "handshake": ("handshake", lambda s: s["value"]),
+    "idle": ("idle", lambda s: s["value"]),
+    "bulk_cpu": ("bulk", lambda s: s["bytes"] / 1e6 / s["cpu_seconds"]),
+    "onecall_cpu": ("onecall", lambda s: s["bytes"] / 1e6 / s["cpu_seconds"]),
+    "pingpong_cpu": ("pingpong", lambda s: s["cpu_seconds"] / s["round_trips"] * 1e6),
+    "handshake_cpu": ("handshake", lambda s: s["cpu_seconds"] / s["connections"] * 1e6),
+}
+
+
+# ------------------------------------------------------------------ setup
+
+
+def make_certs(directory: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(directory / "server.pem"))
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for name in ("trio", "anyio", "trio_tlsretry"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            versions[name] = version(name.replace("_", "-"))
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "openssl": ssl.OPENSSL_VERSION,
+        "versions": versions,
+        "loadavg": os.getloadavg(),
+    }
+
+
+def crypto_ceiling(seconds: int) -> dict[str, float | None]:
+    """Single-core AES-256-GCM at 16 KiB blocks (one TLS record), in MB/s."""
+    out: dict[str, float | None] = {}
+    for direction, extra in (("encrypt", []), ("decrypt", ["-decrypt"])):
+        cmd = ["openssl", "speed", *extra, "-evp", "aes-256-gcm", "-bytes", "16384"]
+        cmd += ["-seconds", str(seconds)]
+        try:
+            text = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            out[direction] = None
+            continue
+        match = re.search(r"^AES-256-GCM\s+([\d.]+)k\s*$", text, re.MULTILINE)
+        out[direction] = float(match.group(1)) / 1000 if match else None
+    return out
+
+
+# ------------------------------------------------------------------- runs
+
+
+def run_one(
+    impl: str, case: str, certdir: Path, quick: bool, knobs: list[str], timeout: float
+) -> dict[str, Any]:
+    cmd = [sys.executable, str(HERE / "_worker.py"), "--impl", impl, "--case", case]
+    cmd += ["--certdir", str(certdir)]
+    if quick:
+        cmd.append("--quick")
+    if impl == OURS:
+        for knob in knobs:
+            cmd += ["--knob", knob]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"impl": impl, "case": case, "error": f"timed out after {timeout:.0f} s"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"impl": impl, "case": case, "error": f"exit {proc.returncode}: {tail}"}
+    return json.loads(lines[-1])
+
+
+def metric_values(samples: list[dict[str, Any]], impl: str, metric: str) -> list[float]:
+    case, extract = METRIC_SPECS[metric]
+    return [
+        extract(s) for s in samples if s["impl"] == impl and s["case"] == case and "error" not in s
+    ]
+
+
+def summarise(samples: list[dict[str, Any]], impls: list[str]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for metric in METRICS + CPU_METRICS:
+        row: dict[str, Any] = {}
+        for impl in impls:
+            values = metric_values(samples, impl, metric)
+            if values:
+                row[impl] = {
+                    "median": statistics.median(values),
+                    "min": min(values),
+                    "max": max(values),
+                    "n": len(values),
+                }
+        base = row.get(BASELINE, {}).get("median")
+        for stats in row.values():
+            stats["ratio"] = stats["median"] / base if base else None
+        if row:
+            summary[metric] = row
+    return summary
+
+
+def evaluate_targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    def ratio(metric: str) -> float | None:
+        return summary.get(metric, {}).get(OURS, {}).get("ratio")
+
+    def median(metric: str) -> float | None:
+        return summary.get(metric, {}).get(OURS, {}).get("median")
+
+    checks = [
+        ("bulk >= 1.6x trio", ratio("bulk"), lambda v: v >= 1.6, "x"),
+        ("one-call >= 4x trio", ratio("onecall"), lambda v: v >= 4.0, "x"),
+        ("one-call peak RSS growth < 8 MiB", median("onecall_rss"), lambda v: v < 8.0, " MiB"),
+        ("ping-pong >= 1.7x trio", ratio("pingpong"), lambda v: v >= 1.7, "x"),
+        ("handshakes >= 1.4x trio", ratio("handshake"), lambda v: v >= 1.4, "x"),
+        ("idle memory <= trio", ratio("idle"), lambda v: v <= 1.0, "x"),
+    ]
+    results = []
+    for name, value, ok, unit in checks:
+        if value is None:
+            results.append({"target": name, "value": None, "pass": False, "shown": "n/a"})
+        else:
+            shown = f"{value:.2f}{unit}"
+            results.append(
+                {"target": name, "value": value, "pass": bool(ok(value)), "shown": shown}
+            )
+    return results
+
+
+# --------------------------------------------------------------- reports
+
+
+def fmt(value: float) -> str:
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def text_report(meta: dict[str, Any], summary: dict[str, Any], targets: list[dict]) -> str:
+    out = io.StringIO()
+    info = meta["machine"]
+    print(f"Date: {info['date']}   nproc: {info['nproc']}   CPU: {info['cpu']}", file=out)
+    print(
+        f"Python {info['python']}, {info['openssl']}, "
+        + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+        file=out,
+    )
+    print(
+        f"Repetitions: {meta['reps']}{' (quick)' if meta['quick'] else ''}; "
+        f"negotiated: {', '.join(meta['negotiated']) or 'n/a'}; knobs: {meta['knobs'] or 'none'}",
+        file=out,
+    )
+    ceiling = meta["crypto_ceiling_mb_s"]
+    if ceiling.get("encrypt"):
+        print(
+            f"Crypto ceiling (openssl speed, 1 core, AES-256-GCM, 16 KiB): "
+            f"encrypt {ceiling['encrypt']:,.0f} MB/s, "
+            f"decrypt {ceiling.get('decrypt') or 0:,.0f} MB/s",
+            file=out,
+        )
+    print(file=out)
+    impls = meta["impls"]
+    width = 32
+    print(f"{'metric':<{width}}" + "".join(f"{i:>22}" for i in impls), file=out)
+    for metric, row in summary.items():
+        if metric == CPU_METRICS[0]:
+            print("client CPU time only:", file=out)
+        label = f"{metric} ({UNITS[metric]})"
+        cells = []
+        for impl in impls:
+            stats = row.get(impl)
+            if stats is None:
+                cells.append(f"{'-':>22}")
+                continue
+            ratio = f" {stats['ratio']:.2f}x" if stats["ratio"] is not None else ""
+            cells.append(f"{fmt(stats['median']) + ratio:>22}")
+        print(f"{label:<{width}}" + "".join(cells), file=out)
+        spread = "".join(
+            f"{'[' + fmt(row[i]['min']) + '..' + fmt(row[i]['max']) + ']':>22}"
+            if i in row
+            else " " * 22
+            for i in impls
+        )
+        print(f"{'  min..max':<{width}}" + spread, file=out)
+    print(file=out)
+    print(
+        f"Targets for {IMPL_LABELS[OURS]} (ratios vs {IMPL_LABELS[BASELINE]}, same run):", file=out
+    )
+    for t in targets:
+        print(f"  {'PASS' if t['pass'] else 'FAIL'}  {t['target']:<36} {t['shown']}", file=out)
+    return out.getvalue()
+
+
+def rst_table(meta: dict[str, Any], summary: dict[str, Any], targets: list[dict]) -> str:
+    impls = meta["impls"]
+    info = meta["machine"]
+    header = ["Case", "Unit", *(IMPL_LABELS[i] for i in impls)]
+    rows = []
+    for metric, row in summary.items():
+        cells = [CASE_LABELS[metric], UNITS[metric]]
+        for impl in impls:
+            stats = row.get(impl)
+            if stats is None:
+                cells.append("-")
+            elif stats["ratio"] is None or impl == BASELINE:
+                cells.append(fmt(stats["median"]))
+            else:
+                cells.append(f"{fmt(stats['median'])} ({stats['ratio']:.2f}x)")
+        rows.append(cells)
+    lines = [
+        f"Run of {info['date']} on {info['nproc']} CPUs ({info['cpu']}), Python "
+        f"{info['python']}, {info['openssl']}; median of {meta['reps']} fresh-process "
+        f"repetitions; ratios are against ``trio.SSLStream`` in the same run.",
+        "",
+        ".. list-table::",
+        "   :header-rows: 1",
+        "",
+    ]
+    for cells in [header, *rows]:
+        lines.append(f"   * - {cells[0]}")
+        lines.extend(f"     - {c}" for c in cells[1:])
+    ceiling = meta["crypto_ceiling_mb_s"]
+    if ceiling.get("encrypt"):
+        lines += [
+            "",
+            f"Single-core crypto ceiling (``openssl speed -evp aes-256-gcm -bytes 16384``): "
+            f"{ceiling['encrypt']:,.0f} MB/s encrypt, {ceiling.get('decrypt') or 0:,.0f} MB/s "
+            "decrypt.",
+        ]
+    lines += ["", "Targets (``trio_tlsretry.TLSStream`` against ``trio.SSLStream``):", ""]
+    lines += [
+        f"- **{'PASS' if t['pass'] else 'FAIL'}** {t['target']}: {t['shown']}" for t in targets
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def update_docs(table: str, path: Path) -> bool:
+    begin, end = ".. BEGIN RESULTS (generated by benchmarks/run.py)", ".. END RESULTS"
+    text = path.read_text()
+    if begin not in text or end not in text:
+        return False
+    head, rest = text.split(begin, 1)
+    _old, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n\n{table}\n{end}{tail}")
+    return True
+
+
+def draw_chart(meta: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    impls = meta["impls"]
+    colors = {
+        "tlsretry": "#2a7ab0",
+        "trio": "#e08a2c",
+        "anyio": "#6aa84f",
+        "asyncio": "#9e63b5",
+        "blocking": "#9a9a9a",
+    }
+    metrics = [m for m in METRICS if m in summary]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        row = summary[metric]
+        names = [i for i in impls if i in row]
+        medians = [row[i]["median"] for i in names]
+        lo = [row[i]["median"] - row[i]["min"] for i in names]
+        hi = [row[i]["max"] - row[i]["median"] for i in names]
+        bars = ax.bar(
+            range(len(names)),
+            medians,
+            yerr=[lo, hi],
+            capsize=3,
+            color=[colors.get(i, "#777") for i in names],
+        )
+        for bar, name in zip(bars, names, strict=True):
+            ratio = row[name]["ratio"]
+            if ratio is not None:
+                ax.annotate(
+                    f"{ratio:.2f}x",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                )
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, fontsize=8)
+        better = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+        ax.set_title(f"{CHART_TITLES[metric]} ({better})", fontsize=10)
+        ax.set_ylabel(UNITS[metric], fontsize=9)
+        ceiling = meta["crypto_ceiling_mb_s"].get("encrypt")
+        if metric in ("bulk", "onecall") and ceiling:
+            ax.axhline(ceiling, linestyle="--", color="#c00", linewidth=1)
+            ax.text(
+                len(names) - 0.5,
+                ceiling,
+                "AES-256-GCM 1-core ceiling",
+                ha="right",
+                va="bottom",
+                fontsize=7,
+                color="#c00",
+            )
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    info = meta["machine"]
+    fig.suptitle(
+        f"TLS 1.3 over loopback, client side measured; median of {meta['reps']} runs, "
+        f"bars = min..max; labels = ratio vs trio.SSLStream\n"
+        f"{info['date']}, {info['nproc']} CPUs, {info['cpu']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# -------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run (~1 minute)")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3, quick 1)")
+    parser.add_argument("--impls", default=",".join(IMPLS), help="comma-separated")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated")
+    parser.add_argument(
+        "--knob",
+        action="append",
+        default=[],
+        help="NAME=VALUE tuning override for trio_tlsretry only (see _worker.py)",
+    )
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
+    parser.add_argument("--name", default="latest", help="base name of the result files")
+    parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "_static" / "performance.png")
+    parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument(
+        "--update-docs", action="store_true", help="rewrite the table in docs/performance.rst"
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="do not measure: re-render the reports, chart and docs from a saved JSON",
+    )
+    args = parser.parse_args()
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text())
+        return report_and_save(args, saved["meta"], saved["samples"])
+
+    reps = args.reps or (1 if args.quick else 3)
+    impls = [i for i in args.impls.split(",") if i]
+    cases = [c for c in args.cases.split(",") if c]
+    for name in impls:
+        if name not in IMPLS:
+            parser.error(f"unknown implementation {name!r}; choose from {IMPLS}")
+    for name in cases:
+        if name not in CASES:
+            parser.error(f"unknown case {name!r}; choose from {CASES}")
+
+    started = time.monotonic()
+    meta: dict[str, Any] = {
+        "machine": machine_info(),
+        "reps": reps,
+        "quick": args.quick,
+        "impls": impls,
+        "cases": cases,
+        "knobs": args.knob,
+        "peer": "blocking ssl.SSLSocket server in a separate process (benchmarks/_peer.py)",
+        "measured_side": "client",
+    }
+    print("Measuring the AES-256-GCM crypto ceiling ...", flush=True)
+    meta["crypto_ceiling_mb_s"] = crypto_ceiling(1 if args.quick else 2)
+
+    samples: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="tlsbench-") as tmp:
+        certdir = Path(tmp)
+        make_certs(certdir)
+        total = reps * len(cases) * len(impls)
+        done = 0
+        for rep in range(reps):
+            order = impls[rep % len(impls) :] + impls[: rep % len(impls)]
+            for case in cases:
+                for impl in order:
+                    result = run_one(impl, case, certdir, args.quick, args.knob, timeout=180)
+                    result["rep"] = rep
+                    samples.append(result)
+                    done += 1
+                    shown = result.get("error") or f"{fmt(result['value'])} {result['unit']}"
+                    if case == "onecall" and "error" not in result:
+                        shown += f", RSS +{result['rss_growth_mib']:.1f} MiB"
+                    print(f"[{done:3}/{total}] rep {rep} {case:<9} {impl:<9} {shown}", flush=True)
+
+    meta["negotiated"] = sorted(
+        {f"{s['version']} {s['cipher']}" for s in samples if s.get("version")}
+    )
+    meta["elapsed_seconds"] = round(time.monotonic() - started, 1)
+    return report_and_save(args, meta, samples)
+
+
+def report_and_save(args: argparse.Namespace, meta: dict[str, Any], samples: list[dict]) -> int:
+    summary = summarise(samples, meta["impls"])
+    targets = evaluate_targets(summary)
+    report = text_report(meta, summary, targets)
+    table = rst_table(meta, summary, targets)
+    print()
+    print(report)
+    print(f"RST table (also in {args.out / args.name}.rst):")
+    print()
+    print(table)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta, "summary": summary, "targets": targets, "samples": samples}
+    (args.out / f"{args.name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (args.out / f"{args.name}.txt").write_text(report)
+    (args.out / f"{args.name}.rst").write_text(table)
+    if not args.no_chart:
+        draw_chart(meta, summary, args.chart)
+        print(f"Chart: {args.chart}")
+    if args.update_docs:
+        docs = ROOT / "docs" / "performance.rst"
+        if update_docs(table, docs):
+            print(f"Updated {docs}")
+        else:
+            print(f"{docs} has no result markers; not updated")
+    errors = [s for s in samples if "error" in s]
+    print(
+        f"Wrote {args.out / args.name}.{{json,txt,rst}}; {len(errors)} failed runs; "
+        f"{meta['elapsed_seconds']} s"
+    )
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
