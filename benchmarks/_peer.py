@@ -1,10 +1,16 @@
-"""The fixed peer: a blocking stdlib ``ssl.SSLSocket`` server in its own process.
+"""The benchmark server, in its own process, for any implementation.
 
-Every benchmark measures the *client* process. The server side is always this
-program, whatever implementation the client uses, so that the number reported
-for an implementation is its own cost and not the sum of two stacks. Blocking
-``SSLSocket`` calls run almost entirely in C (OpenSSL plus one syscall), which
-makes this peer faster than any of the event-loop implementations measured.
+Started by ``_worker.py`` (the client)::
+
+    python benchmarks/_peer.py --impl trio --mode sink --certdir DIR
+
+By default the server runs the *same* implementation as the client, because
+that is how the library is deployed and because some costs (for example a
+receiver that returns to the scheduler once per 16 KiB TLS record) only show
+on the receiving side. ``--impl blocking`` is the stdlib ``ssl.SSLSocket``
+server, one thread per connection (one at a time for the handshake case); it
+is the blocking reference's server and the fixed peer of ``run.py
+--fixed-peer``.
 
 Modes (``--mode``):
 
@@ -14,24 +20,36 @@ Modes (``--mode``):
 ``echo``
     Send back whatever arrives, until the client closes.
 ``hs``
-    Serve connections one after the other: handshake, read one byte, send one
-    byte, read until the client closes.
+    For each connection: handshake, read one byte, send one byte, read until
+    the client closes.
 
-The listening port is printed on stdout as soon as the socket listens.
+Every receive asks for up to ``RECV_BUFFER`` (256 KiB) bytes. The listening
+port is printed on stdout as soon as the socket listens. ``--profile FILE``
+(event-loop servers only) runs a CPU-time ``cProfile`` from the first
+connection on and writes it, with ``FILE.json`` holding the Trio task steps
+and the bytes received, each time a connection ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import resource
 import socket
 import ssl
 import struct
 import sys
 import threading
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+# Run as a script, so this directory is on sys.path.
+from _worker import IMPLS, Conn, StepCounter, apply_knobs
+
+HOST = "127.0.0.1"
 RECV_BUFFER = 256 * 1024
 
 
@@ -40,6 +58,14 @@ def server_context(certdir: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_cert_chain(certdir / "server.pem")
     return ctx
+
+
+def announce(port: int) -> None:
+    sys.stdout.write(f"{port}\n")
+    sys.stdout.flush()
+
+
+# ------------------------------------------------- blocking ssl.SSLSocket
 
 
 def _recv_exact(sock: ssl.SSLSocket, view: memoryview, n: int) -> bool:
@@ -94,33 +120,241 @@ def _handle(raw: socket.socket, ctx: ssl.SSLContext, serve) -> None:  # type: ig
         raw.close()
 
 
+def run_blocking(ctx: ssl.SSLContext, mode: str) -> None:
+    threading.stack_size(256 * 1024)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((HOST, 0))
+    listener.listen(2048)
+    announce(listener.getsockname()[1])
+    serve = {"sink": serve_sink, "echo": serve_echo, "hs": serve_one_handshake}[mode]
+    while True:
+        raw, _addr = listener.accept()
+        if mode == "hs":
+            # One at a time: the client opens connections one after another.
+            _handle(raw, ctx, serve)
+        else:
+            threading.Thread(target=_handle, args=(raw, ctx, serve), daemon=True).start()
+
+
+# ------------------------------------------------------ event-loop servers
+#
+# The same three modes written once over ``Conn`` (send, recv, close), where
+# ``recv`` returns b"" at the client's close_notify.
+
+
+class Stats:
+    """Optional profiling of the server: cProfile, Trio task steps, bytes."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.steps = StepCounter() if path else None
+        self.received = 0
+        self.prof: Any = None
+
+    def start(self) -> None:
+        """Start at the first connection, after imports and the listener setup."""
+        if self.path and self.prof is None:
+            import cProfile
+
+            self.steps.enabled = True  # type: ignore[union-attr]
+            self.prof = cProfile.Profile(time.process_time)
+            self.prof.enable()
+
+    def instruments(self) -> list[Any]:
+        return [self.steps] if self.steps is not None else []
+
+    def dump(self) -> None:
+        if self.prof is None:
+            return
+        self.prof.disable()
+        self.prof.dump_stats(self.path)
+        info = {"task_steps": self.steps.steps, "bytes_received": self.received}  # type: ignore[union-attr]
+        Path(f"{self.path}.json").write_text(json.dumps(info))
+        self.prof.enable()
+
+
+STATS = Stats(None)
+
+
+async def _recv_exact_async(conn: Conn, n: int) -> bytes | None:
+    data = await conn.recv(n)
+    while len(data) < n:
+        if not data:
+            return None
+        more = await conn.recv(n - len(data))
+        if not more:
+            return None
+        data += more
+    return data
+
+
+async def handle_sink(conn: Conn) -> None:
+    recv, send = conn.recv, conn.send
+    while (header := await _recv_exact_async(conn, 8)) is not None:
+        (remaining,) = struct.unpack("!Q", header)
+        total = remaining
+        while remaining:
+            data = await recv(min(remaining, RECV_BUFFER))
+            if not data:
+                return
+            remaining -= len(data)
+        STATS.received += total
+        await send(b"k")
+
+
+async def handle_echo(conn: Conn) -> None:
+    recv, send = conn.recv, conn.send
+    while True:
+        data = await recv(RECV_BUFFER)
+        if not data:
+            return
+        STATS.received += len(data)
+        await send(data)
+
+
+async def handle_hs(conn: Conn) -> None:
+    if await conn.recv(1):
+        await conn.send(b"y")
+    while await conn.recv(RECV_BUFFER):
+        pass
+
+
+HANDLERS: dict[str, Callable[[Conn], Awaitable[None]]] = {
+    "sink": handle_sink,
+    "echo": handle_echo,
+    "hs": handle_hs,
+}
+
+
+async def serve_conn(make: Callable[[], Awaitable[Conn]], handler: Callable) -> None:  # type: ignore[type-arg]
+    """Set up one connection, serve it, close it; connection errors are ignored."""
+    conn = None
+    STATS.start()
+    try:
+        conn = await make()
+        await handler(conn)
+    except Exception:
+        pass  # a client that went away is not the server's problem
+    finally:
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+        STATS.dump()
+
+
+def run_trio(impl: str, ctx: ssl.SSLContext, mode: str) -> None:
+    import trio
+
+    if impl == "tlsretry":
+        from trio_tlsretry import TLSStream as stream_type
+    else:
+        stream_type = trio.SSLStream  # type: ignore[assignment]
+    handler = HANDLERS[mode]
+
+    async def on_tcp(tcp: trio.SocketStream) -> None:  # TCP_NODELAY is set by Trio
+        async def make() -> Conn:
+            stream = stream_type(tcp, ctx, server_side=True)
+            await stream.do_handshake()
+            return Conn(stream.send_all, stream.receive_some, stream.aclose, stream)
+
+        await serve_conn(make, handler)
+
+    async def main() -> None:
+        listeners = await trio.open_tcp_listeners(0, host=HOST, backlog=2048)
+        announce(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(on_tcp, listeners)
+
+    trio.run(main, instruments=STATS.instruments())
+
+
+def run_anyio(ctx: ssl.SSLContext, mode: str) -> None:
+    import anyio
+    from anyio.abc import SocketAttribute
+    from anyio.streams.tls import TLSStream as AnyioTLSStream
+
+    handler = HANDLERS[mode]
+
+    async def on_tcp(tcp: Any) -> None:
+        async def make() -> Conn:
+            stream = await AnyioTLSStream.wrap(
+                tcp, server_side=True, ssl_context=ctx, standard_compatible=True
+            )
+            receive = stream.receive
+
+            async def recv(n: int) -> bytes:
+                # anyio raises EndOfStream where the other APIs return b"".
+                try:
+                    return await receive(n)
+                except anyio.EndOfStream:
+                    return b""
+
+            return Conn(stream.send, recv, stream.aclose, stream)
+
+        await serve_conn(make, handler)
+
+    async def main() -> None:
+        listener = await anyio.create_tcp_listener(local_host=HOST, local_port=0, backlog=2048)
+        announce(listener.extra(SocketAttribute.local_port))
+        await listener.serve(on_tcp)
+
+    anyio.run(main, backend="trio", backend_options={"instruments": STATS.instruments()})
+
+
+def run_asyncio(ctx: ssl.SSLContext, mode: str) -> None:
+    import asyncio
+
+    handler = HANDLERS[mode]
+
+    async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The TLS handshake is done before asyncio calls this.
+        async def make() -> Conn:
+            async def send(data: bytes) -> None:
+                writer.write(data)
+                await writer.drain()
+
+            async def close() -> None:
+                writer.close()
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    await writer.wait_closed()
+
+            return Conn(send, reader.read, close, writer)
+
+        await serve_conn(make, handler)
+
+    async def main() -> None:
+        server = await asyncio.start_server(on_conn, HOST, 0, ssl=ctx, backlog=2048)
+        announce(server.sockets[0].getsockname()[1])
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
 def main() -> None:
+    global STATS
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=["sink", "echo", "hs"], required=True)
+    parser.add_argument("--impl", choices=IMPLS, default="blocking")
+    parser.add_argument("--mode", choices=sorted(HANDLERS), required=True)
     parser.add_argument("--certdir", type=Path, required=True)
+    parser.add_argument("--knob", action="append", default=[])
+    parser.add_argument("--profile", default=None)
     args = parser.parse_args()
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    threading.stack_size(256 * 1024)
-
+    apply_knobs(args.knob)
     ctx = server_context(args.certdir)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(2048)
-    sys.stdout.write(f"{listener.getsockname()[1]}\n")
-    sys.stdout.flush()
-
-    serve = {"sink": serve_sink, "echo": serve_echo, "hs": serve_one_handshake}[args.mode]
-    while True:
-        raw, _addr = listener.accept()
-        if args.mode == "hs":
-            # One at a time: the client opens connections one after another.
-            _handle(raw, ctx, serve)
-        else:
-            threading.Thread(target=_handle, args=(raw, ctx, serve), daemon=True).start()
+    if args.impl == "blocking":
+        run_blocking(ctx, args.mode)
+        return
+    STATS = Stats(args.profile)
+    if args.impl in ("tlsretry", "trio"):
+        run_trio(args.impl, ctx, args.mode)
+    elif args.impl == "anyio":
+        run_anyio(ctx, args.mode)
+    else:
+        run_asyncio(ctx, args.mode)
 
 
 if __name__ == "__main__":

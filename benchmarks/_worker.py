@@ -4,14 +4,18 @@ Started by ``run.py`` (or by hand)::
 
     python benchmarks/_worker.py --impl tlsretry --case bulk --certdir DIR
 
-This process is the *measured side*: it is always the TLS client. It starts
-the fixed peer (``_peer.py``) as a child process, runs the case, and prints one
-JSON object on its last stdout line.
+This process is the TLS client. It starts the server (``_peer.py``) as a
+child process running the same implementation (``--server-impl`` picks
+another one, e.g. ``blocking`` for the old fixed-peer mode), runs the case,
+and prints one JSON object on its last stdout line. Rates are measured here;
+the server's CPU time (``/proc/PID/stat``) and, for the idle case, its RSS
+are reported alongside.
 
 ``--knob NAME=VALUE`` sets a trio_tlsretry tuning constant before the case runs
 (``WRITE_CHUNK``, ``TRANSPORT_RECEIVE_SIZE``, ``DEFAULT_RECEIVE_SIZE``,
 ``OUTGOING_HEAD``), so that a change can be measured without editing the
-library. ``--profile FILE`` writes a cProfile of the measured part.
+library; it applies to both processes. ``--profile FILE`` writes a cProfile
+of the measured part; ``--profile-server FILE`` one of the server.
 """
 
 from __future__ import annotations
@@ -74,6 +78,28 @@ def proc_status(key: str) -> int:
             if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     raise KeyError(key)
+
+
+PEER_PID: int | None = None
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def peer_cpu() -> float:
+    """CPU seconds (user + system, all threads) used so far by the server process."""
+    if PEER_PID is None:
+        return 0.0
+    with open(f"/proc/{PEER_PID}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+
+def peer_rss() -> int:
+    """The server process's ``VmRSS`` in bytes."""
+    with open(f"/proc/{PEER_PID}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise KeyError("VmRSS")
 
 
 def reset_peak_rss() -> bool:
@@ -295,17 +321,20 @@ async def case_bulk(connect: Callable[[], Awaitable[Conn]], opts: argparse.Names
     await sink_round(conn, [block] * (8 * MiB // chunk_size))  # warm-up
     chunks = [block] * (total // chunk_size)
     with Profiler(opts.profile):
+        p0 = peer_cpu()
         c0 = time.process_time()
         t0 = time.perf_counter()
         await sink_round(conn, chunks)
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - c0
+        pcpu = peer_cpu() - p0
     await conn.close()
     return {
         "value": total / elapsed / 1e6,
         "unit": "MB/s",
         "seconds": elapsed,
         "cpu_seconds": cpu,
+        "peer_cpu_seconds": pcpu,
         "bytes": total,
         "version": info[0],
         "cipher": info[1],
@@ -323,11 +352,13 @@ async def case_onecall(connect: Callable[[], Awaitable[Conn]], opts: argparse.Na
     exact = reset_peak_rss()
     sampler = contextlib.nullcontext() if exact else RSSSampler()
     with sampler, Profiler(opts.profile):
+        p0 = peer_cpu()
         c0 = time.process_time()
         t0 = time.perf_counter()
         await sink_round(conn, [payload])
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - c0
+        pcpu = peer_cpu() - p0
     peak = proc_status("VmHWM") if exact else sampler.peak  # type: ignore[union-attr]
     await conn.close()
     return {
@@ -335,6 +366,7 @@ async def case_onecall(connect: Callable[[], Awaitable[Conn]], opts: argparse.Na
         "unit": "MB/s",
         "seconds": elapsed,
         "cpu_seconds": cpu,
+        "peer_cpu_seconds": pcpu,
         "bytes": total,
         "rss_growth_mib": (peak - baseline) / MiB,
         "rss_method": "VmHWM after clear_refs" if exact else "1 ms RSS sampling",
@@ -360,6 +392,7 @@ async def case_pingpong(connect: Callable[[], Awaitable[Conn]], opts: argparse.N
     await rounds(500)  # warm-up
     count = 0
     with Profiler(opts.profile):
+        p0 = peer_cpu()
         c0 = time.process_time()
         t0 = time.perf_counter()
         deadline = t0 + seconds
@@ -368,12 +401,14 @@ async def case_pingpong(connect: Callable[[], Awaitable[Conn]], opts: argparse.N
             count += 200
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - c0
+        pcpu = peer_cpu() - p0
     await conn.close()
     return {
         "value": count / elapsed,
         "unit": "round trips/s",
         "seconds": elapsed,
         "cpu_seconds": cpu,
+        "peer_cpu_seconds": pcpu,
         "round_trips": count,
         "version": info[0],
         "cipher": info[1],
@@ -397,6 +432,7 @@ async def case_handshake(connect: Callable[[], Awaitable[Conn]], opts: argparse.
         await one()
     count = 0
     with Profiler(opts.profile):
+        p0 = peer_cpu()
         c0 = time.process_time()
         t0 = time.perf_counter()
         deadline = t0 + seconds
@@ -406,11 +442,13 @@ async def case_handshake(connect: Callable[[], Awaitable[Conn]], opts: argparse.
             count += 10
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - c0
+        pcpu = peer_cpu() - p0
     return {
         "value": count / elapsed,
         "unit": "connections/s",
         "seconds": elapsed,
         "cpu_seconds": cpu,
+        "peer_cpu_seconds": pcpu,
         "connections": count,
         "version": info[0],
         "cipher": info[1],
@@ -433,9 +471,11 @@ async def case_idle(connect: Callable[[], Awaitable[Conn]], opts: argparse.Names
     del warm, conn
     gc.collect()
     baseline = proc_status("VmRSS")
+    peer_baseline = peer_rss()
     conns = [await open_one() for _ in range(n)]
     gc.collect()
     after = proc_status("VmRSS")
+    peer_after = peer_rss()
     for conn in conns:
         await conn.close()
     return {
@@ -444,6 +484,7 @@ async def case_idle(connect: Callable[[], Awaitable[Conn]], opts: argparse.Names
         "connections": n,
         "rss_baseline_mib": baseline / MiB,
         "rss_after_mib": after / MiB,
+        "peer_kib_per_connection": (peer_after - peer_baseline) / n / 1024,
         "version": info[0],
         "cipher": info[1],
     }
@@ -487,18 +528,32 @@ def apply_knobs(knobs: list[str]) -> dict[str, int]:
 # -------------------------------------------------------------------- main
 
 
-def start_peer(mode: str, certdir: Path) -> tuple[subprocess.Popen[str], int]:
-    peer = subprocess.Popen(
-        [sys.executable, str(HERE / "_peer.py"), "--mode", mode, "--certdir", str(certdir)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def start_peer(
+    impl: str, mode: str, certdir: Path, knobs: list[str], profile: str | None
+) -> tuple[subprocess.Popen[str], int]:
+    cmd = [sys.executable, str(HERE / "_peer.py"), "--impl", impl, "--mode", mode]
+    cmd += ["--certdir", str(certdir)]
+    if impl == "tlsretry":
+        for knob in knobs:
+            cmd += ["--knob", knob]
+    if profile:
+        cmd += ["--profile", profile]
+    peer = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert peer.stdout is not None
     line = peer.stdout.readline()
     if not line:
         peer.wait()
         raise RuntimeError("the peer did not start")
     return peer, int(line)
+
+
+def wait_for_server_profile(path: str, timeout: float = 10.0) -> None:
+    """Give the server time to see the last close and write its profile."""
+    info = Path(f"{path}.json")
+    deadline = time.monotonic() + timeout
+    while not info.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
 
 
 def run_case(impl: str, case: str, ctx: ssl.SSLContext, port: int, opts: argparse.Namespace) -> Any:
@@ -524,16 +579,21 @@ def run_case(impl: str, case: str, ctx: ssl.SSLContext, port: int, opts: argpars
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--impl", choices=IMPLS, required=True)
+    parser.add_argument(
+        "--server-impl", choices=IMPLS, default=None, help="default: the same as --impl"
+    )
     parser.add_argument("--case", choices=CASES, required=True)
     parser.add_argument("--certdir", type=Path, required=True)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--knob", action="append", default=[])
     parser.add_argument("--profile", default=None)
+    parser.add_argument("--profile-server", default=None)
     parser.add_argument(
         "--count-steps", action="store_true", help="count Trio task steps in the timed part"
     )
     opts = parser.parse_args()
-    global STEPS
+    global STEPS, PEER_PID
+    server_impl = opts.server_impl or opts.impl
     if opts.count_steps:
         STEPS = StepCounter()
 
@@ -545,13 +605,22 @@ def main() -> None:
     ctx = client_context(opts.certdir)
     # Import the implementation before any baseline is taken.
     make_connector(opts.impl, ctx, 0)
-    peer, port = start_peer(PEER_MODE[opts.case], opts.certdir)
+    if opts.profile_server:
+        Path(f"{opts.profile_server}.json").unlink(missing_ok=True)
+    peer, port = start_peer(
+        server_impl, PEER_MODE[opts.case], opts.certdir, opts.knob, opts.profile_server
+    )
+    PEER_PID = peer.pid
     try:
         result = run_case(opts.impl, opts.case, ctx, port, opts)
+        if opts.profile_server:
+            wait_for_server_profile(opts.profile_server)
     finally:
         peer.terminate()
         peer.wait()
-    result.update(impl=opts.impl, case=opts.case, knobs=knobs, pid=os.getpid())
+    result.update(
+        impl=opts.impl, server_impl=server_impl, case=opts.case, knobs=knobs, pid=os.getpid()
+    )
     if STEPS is not None:
         result["task_steps"] = STEPS.steps
     print(json.dumps(result))

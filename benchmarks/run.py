@@ -5,10 +5,13 @@ Usage::
     python benchmarks/run.py              # full run, 4-8 minutes
     python benchmarks/run.py --quick      # smoke run, about 1 minute
     python benchmarks/run.py --update-docs  # also rewrite the table in docs/performance.rst
+    python benchmarks/run.py --fixed-peer   # old mode: every client against a blocking server
 
 Each (repetition, case, implementation) runs in a fresh ``_worker.py`` process
-that is the TLS client; the server is always the fixed blocking peer in
-``_peer.py`` (see docs/performance.rst for why). Implementations are
+that is the TLS client; it starts a fresh ``_peer.py`` process as the server,
+running the *same* implementation (so bulk is e.g. trio.SSLStream sender ->
+trio.SSLStream receiver, each in its own process). Rates are measured in the
+client; the server's CPU time is reported too. Implementations are
 interleaved and their order rotates between repetitions.
 
 Outputs: ``benchmarks/results/latest.json`` (every sample), ``latest.txt``
@@ -58,10 +61,15 @@ CASE_LABELS = {
     "pingpong": "ping-pong: 64 B round trips",
     "handshake": "handshakes: TCP+TLS connect, 1 B each way, close",
     "idle": "idle memory: client RSS per idle connection (1,000 open)",
-    "bulk_cpu": "bulk: client CPU efficiency",
-    "onecall_cpu": "one-call: client CPU efficiency",
+    "bulk_cpu": "bulk: sender (client) CPU efficiency",
+    "onecall_cpu": "one-call: sender (client) CPU efficiency",
     "pingpong_cpu": "ping-pong: client CPU per round trip",
     "handshake_cpu": "handshakes: client CPU per connection",
+    "bulk_scpu": "bulk: receiver (server) CPU efficiency",
+    "onecall_scpu": "one-call: receiver (server) CPU efficiency",
+    "pingpong_scpu": "ping-pong: server CPU per round trip",
+    "handshake_scpu": "handshakes: server CPU per connection",
+    "idle_server": "idle memory: server RSS per idle connection",
 }
 CHART_TITLES = {
     "bulk": "bulk: 64 KiB send_all",
@@ -82,14 +90,34 @@ UNITS = {
     "onecall_cpu": "MB per CPU-second",
     "pingpong_cpu": "CPU us",
     "handshake_cpu": "CPU us",
+    "bulk_scpu": "MB per CPU-second",
+    "onecall_scpu": "MB per CPU-second",
+    "pingpong_scpu": "CPU us",
+    "handshake_scpu": "CPU us",
+    "idle_server": "KiB/connection",
 }
 # Metrics where a smaller number is better.
-LOWER_IS_BETTER = {"onecall_rss", "idle", "pingpong_cpu", "handshake_cpu"}
+LOWER_IS_BETTER = {
+    "onecall_rss",
+    "idle",
+    "pingpong_cpu",
+    "handshake_cpu",
+    "pingpong_scpu",
+    "handshake_scpu",
+    "idle_server",
+}
 # Metrics shown in the main table and the chart, in order.
 METRICS = ("bulk", "onecall", "onecall_rss", "pingpong", "handshake", "idle")
-# CPU time of the measured (client) process only: far less sensitive to other
-# load on a shared machine than wall-clock rates.
+# CPU time of the client process (time.process_time()) and of the server
+# process (/proc/PID/stat, 10 ms ticks): far less sensitive to other load on a
+# shared machine than wall-clock rates. In bulk and one-call the client is the
+# sender and the server the receiver.
 CPU_METRICS = ("bulk_cpu", "onecall_cpu", "pingpong_cpu", "handshake_cpu")
+SERVER_METRICS = ("bulk_scpu", "onecall_scpu", "pingpong_scpu", "handshake_scpu", "idle_server")
+GROUP_HEADERS = {
+    CPU_METRICS[0]: "client CPU time:",
+    SERVER_METRICS[0]: "server CPU time and memory:",
+}
 METRIC_SPECS: dict[str, tuple[str, Any]] = {
     "bulk": ("bulk", lambda s: s["value"]),
     "onecall": ("onecall", lambda s: s["value"]),
@@ -101,6 +129,11 @@ METRIC_SPECS: dict[str, tuple[str, Any]] = {
     "onecall_cpu": ("onecall", lambda s: s["bytes"] / 1e6 / s["cpu_seconds"]),
     "pingpong_cpu": ("pingpong", lambda s: s["cpu_seconds"] / s["round_trips"] * 1e6),
     "handshake_cpu": ("handshake", lambda s: s["cpu_seconds"] / s["connections"] * 1e6),
+    "bulk_scpu": ("bulk", lambda s: s["bytes"] / 1e6 / s["peer_cpu_seconds"]),
+    "onecall_scpu": ("onecall", lambda s: s["bytes"] / 1e6 / s["peer_cpu_seconds"]),
+    "pingpong_scpu": ("pingpong", lambda s: s["peer_cpu_seconds"] / s["round_trips"] * 1e6),
+    "handshake_scpu": ("handshake", lambda s: s["peer_cpu_seconds"] / s["connections"] * 1e6),
+    "idle_server": ("idle", lambda s: s["peer_kib_per_connection"]),
 }
 
 
@@ -161,10 +194,18 @@ def crypto_ceiling(seconds: int) -> dict[str, float | None]:
 
 
 def run_one(
-    impl: str, case: str, certdir: Path, quick: bool, knobs: list[str], timeout: float
+    impl: str,
+    case: str,
+    certdir: Path,
+    quick: bool,
+    knobs: list[str],
+    timeout: float,
+    fixed_peer: bool = False,
 ) -> dict[str, Any]:
     cmd = [sys.executable, str(HERE / "_worker.py"), "--impl", impl, "--case", case]
     cmd += ["--certdir", str(certdir)]
+    if fixed_peer:
+        cmd += ["--server-impl", "blocking"]
     if quick:
         cmd.append("--quick")
     if impl == OURS:
@@ -183,14 +224,18 @@ def run_one(
 
 def metric_values(samples: list[dict[str, Any]], impl: str, metric: str) -> list[float]:
     case, extract = METRIC_SPECS[metric]
-    return [
-        extract(s) for s in samples if s["impl"] == impl and s["case"] == case and "error" not in s
-    ]
+    values = []
+    for s in samples:
+        if s["impl"] == impl and s["case"] == case and "error" not in s:
+            # Missing in older results; zero server CPU ticks in very short runs.
+            with contextlib.suppress(KeyError, ZeroDivisionError):
+                values.append(extract(s))
+    return values
 
 
 def summarise(samples: list[dict[str, Any]], impls: list[str]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    for metric in METRICS + CPU_METRICS:
+    for metric in METRICS + CPU_METRICS + SERVER_METRICS:
         row: dict[str, Any] = {}
         for impl in impls:
             values = metric_values(samples, impl, metric)
@@ -229,7 +274,8 @@ def evaluate_targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
         if value is None:
             results.append({"target": name, "value": None, "pass": False, "shown": "n/a"})
         else:
-            shown = f"{value:.2f}{unit}"
+            # Three decimals where two would print a failing 1.00x.
+            shown = f"{value:.3f}{unit}" if round(value, 2) == 1.0 else f"{value:.2f}{unit}"
             results.append(
                 {"target": name, "value": value, "pass": bool(ok(value)), "shown": shown}
             )
@@ -258,6 +304,7 @@ def text_report(meta: dict[str, Any], summary: dict[str, Any], targets: list[dic
         + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
         file=out,
     )
+    print(f"Server: {meta.get('peer', 'n/a')}; rates measured in the client", file=out)
     print(
         f"Repetitions: {meta['reps']}{' (quick)' if meta['quick'] else ''}; "
         f"negotiated: {', '.join(meta['negotiated']) or 'n/a'}; knobs: {meta['knobs'] or 'none'}",
@@ -276,8 +323,8 @@ def text_report(meta: dict[str, Any], summary: dict[str, Any], targets: list[dic
     width = 32
     print(f"{'metric':<{width}}" + "".join(f"{i:>22}" for i in impls), file=out)
     for metric, row in summary.items():
-        if metric == CPU_METRICS[0]:
-            print("client CPU time only:", file=out)
+        if metric in GROUP_HEADERS:
+            print(GROUP_HEADERS[metric], file=out)
         label = f"{metric} ({UNITS[metric]})"
         cells = []
         for impl in impls:
@@ -304,6 +351,11 @@ def text_report(meta: dict[str, Any], summary: dict[str, Any], targets: list[dic
     return out.getvalue()
 
 
+def is_fixed_peer(meta: dict[str, Any]) -> bool:
+    """Whether every client ran against the blocking server (older JSON files too)."""
+    return bool(meta.get("fixed_peer", str(meta.get("peer", "")).startswith("blocking")))
+
+
 def rst_table(meta: dict[str, Any], summary: dict[str, Any], targets: list[dict]) -> str:
     impls = meta["impls"]
     info = meta["machine"]
@@ -320,10 +372,14 @@ def rst_table(meta: dict[str, Any], summary: dict[str, Any], targets: list[dict]
             else:
                 cells.append(f"{fmt(stats['median'])} ({stats['ratio']:.2f}x)")
         rows.append(cells)
+    if is_fixed_peer(meta):
+        setup = "every client against the blocking ``ssl.SSLSocket`` server"
+    else:
+        setup = "the same implementation as client and server, each in its own process"
     lines = [
         f"Run of {info['date']} on {info['nproc']} CPUs ({info['cpu']}), Python "
-        f"{info['python']}, {info['openssl']}; median of {meta['reps']} fresh-process "
-        f"repetitions; ratios are against ``trio.SSLStream`` in the same run.",
+        f"{info['python']}, {info['openssl']}; {setup}; median of {meta['reps']} "
+        f"fresh-process repetitions; ratios are against ``trio.SSLStream`` in the same run.",
         "",
         ".. list-table::",
         "   :header-rows: 1",
@@ -419,8 +475,13 @@ def draw_chart(meta: dict[str, Any], summary: dict[str, Any], path: Path) -> Non
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     info = meta["machine"]
+    who = (
+        "clients vs a blocking ssl.SSLSocket server"
+        if is_fixed_peer(meta)
+        else "same implementation on both ends"
+    )
     fig.suptitle(
-        f"TLS 1.3 over loopback, client side measured; median of {meta['reps']} runs, "
+        f"TLS 1.3 over loopback, {who}; median of {meta['reps']} runs, "
         f"bars = min..max; labels = ratio vs trio.SSLStream\n"
         f"{info['date']}, {info['nproc']} CPUs, {info['cpu']}",
         fontsize=10,
@@ -445,6 +506,11 @@ def main() -> int:
         action="append",
         default=[],
         help="NAME=VALUE tuning override for trio_tlsretry only (see _worker.py)",
+    )
+    parser.add_argument(
+        "--fixed-peer",
+        action="store_true",
+        help="old mode: the server is always the blocking ssl.SSLSocket server",
     )
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
     parser.add_argument("--name", default="latest", help="base name of the result files")
@@ -482,8 +548,14 @@ def main() -> int:
         "impls": impls,
         "cases": cases,
         "knobs": args.knob,
-        "peer": "blocking ssl.SSLSocket server in a separate process (benchmarks/_peer.py)",
-        "measured_side": "client",
+        "fixed_peer": args.fixed_peer,
+        "peer": (
+            "blocking ssl.SSLSocket server in a separate process (benchmarks/_peer.py)"
+            if args.fixed_peer
+            else "the same implementation as the client, in a separate process "
+            "(benchmarks/_peer.py)"
+        ),
+        "measured_side": "client (rates); server CPU and idle RSS also recorded",
     }
     print("Measuring the AES-256-GCM crypto ceiling ...", flush=True)
     meta["crypto_ceiling_mb_s"] = crypto_ceiling(1 if args.quick else 2)
@@ -498,7 +570,9 @@ def main() -> int:
             order = impls[rep % len(impls) :] + impls[: rep % len(impls)]
             for case in cases:
                 for impl in order:
-                    result = run_one(impl, case, certdir, args.quick, args.knob, timeout=180)
+                    result = run_one(
+                        impl, case, certdir, args.quick, args.knob, 180, args.fixed_peer
+                    )
                     result["rep"] = rep
                     samples.append(result)
                     done += 1

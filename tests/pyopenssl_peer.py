@@ -130,21 +130,35 @@ class PyOpenSSLPeer:
         while offset < len(view):
             piece = bytes(view[offset : offset + self.send_chunk])
             while True:
+                # Take the event before trying: data that arrives while we
+                # flush must still wake us.
+                arrived = self._data_arrived
                 try:
                     sent = self.conn.send(piece)
                 except SSL.WantReadError:
                     await self._flush()
-                    await self._data_arrived.wait()
+                    await arrived.wait()
                     continue
                 break
             offset += sent
             await self._flush()
 
     async def run(self) -> None:
+        """Handshake, exchange data (renegotiating), then send close_notify.
+
+        The receiver keeps going until every renegotiation it started has
+        completed, so the client must keep reading until it sees our
+        close_notify (``receive_some`` returning ``b""``).
+        """
         await self._handshake()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._receiver)
             nursery.start_soon(self._sender)
+        try:
+            self.conn.shutdown()
+        except SSL.Error:
+            pass
+        await self._flush()
 
     def total_renegotiations(self) -> int:
         return int(self.conn.total_renegotiations())

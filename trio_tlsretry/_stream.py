@@ -16,6 +16,7 @@ from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_
 
 from ._engine import PLAINTEXT_BUFFER_LIMIT, TLSEngine
 from ._errors import NeedHandshakeError, PostHandshakeAuthError, SendEOFNotSupportedError
+from ._locks import FastLock
 from ._pinned import snapshot
 from ._stats import StreamState, TLSStreamStatistics
 from ._transport import sender_for
@@ -54,14 +55,12 @@ class _ConflictDetector:
         self.held = False
 
 
-async def _acquire(lock: trio.Lock) -> bool:
+async def _acquire(lock: FastLock) -> bool:
     """Take ``lock``; return whether we had to wait (and so yielded)."""
-    try:
-        lock.acquire_nowait()
-    except trio.WouldBlock:
-        await lock.acquire()
-        return True
-    return False
+    if lock.try_acquire():
+        return False
+    await lock.acquire()
+    return True
 
 
 class TLSStream(trio.abc.HalfCloseableStream):
@@ -132,8 +131,8 @@ class TLSStream(trio.abc.HalfCloseableStream):
             "another task is already receiving on this TLSStream"
         )
         self._handshake_lock = trio.Lock()
-        self._transport_send_lock = trio.Lock()
-        self._transport_receive_lock = trio.Lock()
+        self._transport_send_lock = FastLock()
+        self._transport_receive_lock = FastLock()
         self._transport_receives = 0
         self._receive_scope: trio.CancelScope | None = None
         self._plaintext_drained = ParkingLot()
@@ -248,7 +247,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
         wait for a reply that never comes. Bounded by ALERT_TIMEOUT so a
         peer that does not read cannot hold up the error.
         """
-        if not self._engine.has_outgoing() or self._transport_send_lock.locked():
+        if not self._engine.has_outgoing() or self._transport_send_lock.locked:
             return
         with trio.move_on_after(ALERT_TIMEOUT):
             try:
@@ -265,7 +264,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
         while the peer is blocked until we read (full duplex over a bounded
         transport). If that task stops early, ``_flush`` wakes any receiver.
         """
-        if self._engine.must_flush_before_receiving() and not self._transport_send_lock.locked():
+        if self._engine.must_flush_before_receiving() and not self._transport_send_lock.locked:
             await self._flush()
             return True
         return False
@@ -575,7 +574,8 @@ class TLSStream(trio.abc.HalfCloseableStream):
                 except (ssl.SSLError, ssl.CertificateError) as exc:
                     self._raise_tls_error(exc)
                 if data is not None:
-                    self._plaintext_drained.unpark_all()
+                    if len(self._plaintext_drained):
+                        self._plaintext_drained.unpark_all()
                     break
                 if await self._flush_if_needed():
                     # Handshake data (renegotiation, post-handshake messages)

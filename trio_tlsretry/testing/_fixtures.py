@@ -1,4 +1,9 @@
-"""The fixtures behind the pytest plugin."""
+"""The fixtures behind the pytest plugin.
+
+Each test gets its own throw-away certificate authority, so tests never share
+TLS state. The fixtures are plain (synchronous) pytest fixtures: they work
+with pytest-trio, and with any other way of running the async tests.
+"""
 
 from __future__ import annotations
 
@@ -10,28 +15,36 @@ import trustme
 from .._stream import TLSStream
 from ._pairs import TLSContexts, tls_memory_stream_pair
 
+__all__ = [
+    "tls_ca",
+    "tls_client_context",
+    "tls_contexts",
+    "tls_server_context",
+    "tls_stream_pair",
+]
+
 
 @pytest.fixture
 def tls_contexts() -> TLSContexts:
-    """A fresh CA with matching server and client contexts."""
+    """A fresh :class:`~trio_tlsretry.testing.TLSContexts` for ``example.org``."""
     return TLSContexts()
 
 
 @pytest.fixture
 def tls_ca(tls_contexts: TLSContexts) -> trustme.CA:
-    """The throw-away certificate authority of this test."""
+    """The throw-away :class:`trustme.CA` of this test (issue more certificates from it)."""
     return tls_contexts.ca
 
 
 @pytest.fixture
 def tls_server_context(tls_contexts: TLSContexts) -> ssl.SSLContext:
-    """A server context with a certificate for ``example.org``."""
+    """A server :class:`ssl.SSLContext` with a certificate for ``example.org`` from ``tls_ca``."""
     return tls_contexts.server
 
 
 @pytest.fixture
 def tls_client_context(tls_contexts: TLSContexts) -> ssl.SSLContext:
-    """A client context that trusts :func:`tls_ca`."""
+    """A client :class:`ssl.SSLContext` that trusts ``tls_ca``."""
     return tls_contexts.client
 
 
@@ -39,7 +52,11 @@ def tls_client_context(tls_contexts: TLSContexts) -> ssl.SSLContext:
 def tls_stream_pair(
     tls_client_context: ssl.SSLContext, tls_server_context: ssl.SSLContext
 ) -> tuple[TLSStream, TLSStream]:
-    """``(client, server)`` TLSStreams over a memory stream pair."""
+    """``(client, server)`` TLSStreams over a memory stream pair, made from the two contexts.
+
+    The handshake has not happened yet: it runs on the first operation, so
+    drive both ends at once (from two tasks), as with real peers.
+    """
     return tls_memory_stream_pair(
         client_context=tls_client_context, server_context=tls_server_context
     )
