@@ -80,6 +80,7 @@ async def case_send(impl: str, kind: str, size: int, k: int) -> str | None:
                 await client.do_handshake()
                 nursery.start_soon(read_until, server, size + 5, received)
                 if await cancel_at(k, lambda: client.send_all(message)):
+                    nursery.cancel_scope.cancel()
                     return None
                 try:
                     await client.send_all(message)  # the natural retry

@@ -434,3 +434,45 @@ async def test_natural_retry_loop_delivers_exactly_once(
         await client.send_all(b"!")
     assert attempts > 10
     assert bytes(received) == message + b"!"
+
+
+@pytest.mark.parametrize("kind", ["exact", "socket", "memory"])
+async def test_every_operation_is_a_checkpoint_and_a_cancelled_start_does_nothing(
+    kind: str,
+) -> None:
+    client, server = make_pair(kind, ssl.TLSVersion.TLSv1_3)
+    peer = Peer(server)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.run)
+        operations: list[Callable[[], Awaitable[object]]] = [
+            client.do_handshake,
+            lambda: client.send_all(b"x" * 10),
+            client.wait_send_all_might_not_block,
+            lambda: client.send_all(b""),
+        ]
+        for operation in operations:
+            # A checkpoint even on the fast path (nothing to wait for) ...
+            with trio.testing.assert_checkpoints():
+                await operation()
+            # ... and cancelled before it starts, it raises at once, sends
+            # nothing and leaves the stream usable.
+            sent = client.statistics().ciphertext_bytes_sent
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await operation()
+            assert scope.cancelled_caught
+            assert client.statistics().ciphertext_bytes_sent == sent
+            assert client.statistics().state is StreamState.OPEN
+        await peer.wait_for(10)
+        async with trio.open_nursery() as inner:
+            inner.start_soon(server.send_all, b"reply")
+            with trio.testing.assert_checkpoints():
+                assert await client.receive_some() == b"reply"
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await client.receive_some()
+        assert scope.cancelled_caught
+        with trio.testing.assert_checkpoints():
+            await client.aclose()
+        nursery.cancel_scope.cancel()
+    assert bytes(peer.received) == b"x" * 10
