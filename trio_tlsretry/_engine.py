@@ -38,6 +38,8 @@ DEFAULT_WRITE_CHUNK: Final = 256 * 1024
 #: the send path stops pulling more from the transport.
 PLAINTEXT_BUFFER_LIMIT: Final = 1024 * 1024
 
+_EMPTY: Final = memoryview(b"")
+
 
 class TLSEngine:
     """Sans-IO TLS state for one connection.
@@ -47,6 +49,28 @@ class TLSEngine:
     needs more incoming ciphertext, which the caller supplies with
     :meth:`receive_ciphertext`. Any other ``ssl.SSLError`` propagates.
     """
+
+    # Thousands of idle connections are common; no per-instance dict.
+    __slots__ = (
+        "_deferrable_bytes",
+        "_eof_after_plaintext",
+        "_head",
+        "_plaintext",
+        "_plaintext_bytes",
+        "ciphertext_bytes_received",
+        "ciphertext_bytes_sent",
+        "handshake_done",
+        "incoming",
+        "max_outgoing_ciphertext_bytes",
+        "outgoing",
+        "peer_closed",
+        "pinned",
+        "plaintext_bytes_received",
+        "plaintext_bytes_sent",
+        "ssl_object",
+        "write_chunk",
+        "write_retries",
+    )
 
     def __init__(
         self,
@@ -75,11 +99,12 @@ class TLSEngine:
         # The head of the outgoing queue: bytes taken out of ``outgoing`` and
         # partly handed to the transport. The rest of the queue still sits in
         # the BIO, so order is preserved without a second container.
-        self._head: memoryview = memoryview(b"")
+        self._head: memoryview = _EMPTY
         # How many bytes at the front of the queue may wait for the next send
         # operation (TLS 1.3 session tickets, see ``do_handshake``).
         self._deferrable_bytes = 0
-        self._plaintext: deque[bytes] = deque()
+        # Created on first use: most connections never need it.
+        self._plaintext: deque[bytes] | None = None
         self._plaintext_bytes = 0
         self._eof_after_plaintext: ssl.SSLError | None = None
         # Counters.
@@ -267,6 +292,8 @@ class TLSEngine:
                 # Python < 3.12 may return b"" on a clean close.
                 self._eof_after_plaintext = ssl.SSLZeroReturnError("close_notify received")
                 return
+            if self._plaintext is None:
+                self._plaintext = deque()
             self._plaintext.append(data)
             self._plaintext_bytes += len(data)
 
@@ -287,8 +314,9 @@ class TLSEngine:
         decryption. Raises ``ssl.SSLError`` (including ``SSLEOFError`` for a
         transport EOF without close_notify).
         """
-        if self._plaintext:
-            return self._take_buffered(max_bytes)
+        buffer = self._plaintext
+        if buffer:
+            return self._take_buffered(buffer, max_bytes)
         if self._eof_after_plaintext is not None:
             exc = self._eof_after_plaintext
             if isinstance(exc, ssl.SSLZeroReturnError):
@@ -331,10 +359,9 @@ class TLSEngine:
         self.plaintext_bytes_received += len(data)
         return data
 
-    def _take_buffered(self, max_bytes: int) -> bytes:
+    def _take_buffered(self, buffer: deque[bytes], max_bytes: int) -> bytes:
         out: list[bytes] = []
         wanted = max_bytes
-        buffer = self._plaintext
         while buffer and wanted > 0:
             piece = buffer[0]
             if len(piece) <= wanted:

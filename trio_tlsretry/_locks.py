@@ -28,7 +28,7 @@ class FastLock:
 
     def __init__(self) -> None:
         self.locked = False
-        self._lot = ParkingLot()
+        self._lot: ParkingLot | None = None  # created at the first contention
 
     def try_acquire(self) -> bool:
         if self.locked:
@@ -44,10 +44,13 @@ class FastLock:
         # Returns once ``release`` handed the lock to us. A cancellation
         # before that removes us from the queue; after it, none can arrive
         # (the task is already rescheduled).
+        if self._lot is None:
+            self._lot = ParkingLot()
         await self._lot.park()
 
     def release(self) -> None:
-        if len(self._lot):
-            self._lot.unpark()  # ownership passes to the first waiter
+        lot = self._lot
+        if lot is not None and len(lot):
+            lot.unpark()  # ownership passes to the first waiter
         else:
             self.locked = False

@@ -96,6 +96,29 @@ class TLSStream(trio.abc.HalfCloseableStream):
         context, or no ``server_hostname`` while ``check_hostname`` is on).
     """
 
+    # Thousands of idle connections are common; no per-instance dict.
+    __slots__ = (
+        "_client_certificate_requested",
+        "_engine",
+        "_failure",
+        "_failure_cause",
+        "_handshake_lock",
+        "_https_compatible",
+        "_pha_conflict",
+        "_plaintext_drained",
+        "_receive_conflict",
+        "_receive_scope",
+        "_send_conflict",
+        "_sender",
+        "_sent_eof",
+        "_ssl_object",
+        "_state",
+        "_transport_receive_lock",
+        "_transport_receives",
+        "_transport_send_lock",
+        "transport_stream",
+    )
+
     def __init__(
         self,
         transport_stream: trio.abc.Stream,
@@ -130,7 +153,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
         self._receive_conflict = _ConflictDetector(
             "another task is already receiving on this TLSStream"
         )
-        self._handshake_lock = trio.Lock()
+        self._handshake_lock = FastLock()
         self._transport_send_lock = FastLock()
         self._transport_receive_lock = FastLock()
         self._transport_receives = 0
