@@ -181,53 +181,22 @@ async def test_transport_send_raising_broken_during_the_handshake(
         assert client.statistics().plaintext_bytes_sent == 0
 
 
-class _RaisingTransport(trio.abc.HalfCloseableStream):
-    """Sends the first half of a buffer, then raises ``exc``.
-
-    TODO(lead): not in trio_tlsretry.testing._faults (FailingStream only
-    raises BrokenResourceError); kept minimal here.
-    """
-
-    def __init__(self, inner: trio.abc.HalfCloseableStream, exc: BaseException) -> None:
-        self.inner = inner
-        self.exc = exc
-        self.armed = False
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self.armed:
-            await self.inner.send_all(bytes(data[: len(data) // 2]))
-            raise self.exc
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self.inner.send_eof()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_transport_send_raising_oserror(
     version: ssl.TLSVersion, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A raw OSError from a transport (e.g. a custom socket wrapper) is a broken stream."""
-    raising: list[_RaisingTransport] = []
+    raising: list[FailingStream] = []
 
     def wrap(stream: trio.abc.Stream) -> trio.abc.Stream:
-        assert isinstance(stream, trio.abc.HalfCloseableStream)
-        raising.append(_RaisingTransport(stream, ConnectionResetError(104, "reset")))
+        raising.append(FailingStream(stream, error=lambda: ConnectionResetError(104, "reset")))
         return raising[0]
 
     client, server = pair(version, wrap_client=wrap)
     with trio.fail_after(DEADLINE):
         await handshake(client, server)
-        raising[0].armed = True
+        # Fail half-way through the next record.
+        raising[0].fail_after_sent = raising[0].bytes_sent + 500
         with pytest.raises(trio.BrokenResourceError) as info:
             await client.send_all(b"x" * 1000)
         assert isinstance(info.value.__cause__, ConnectionResetError)
@@ -238,20 +207,19 @@ async def test_transport_send_raising_oserror(
 async def test_unexpected_transport_exception_does_not_resend(
     version: ssl.TLSVersion, autojump_clock: trio.testing.MockClock
 ) -> None:
-    raising: list[_RaisingTransport] = []
+    raising: list[FailingStream] = []
 
     def wrap(stream: trio.abc.Stream) -> trio.abc.Stream:
-        assert isinstance(stream, trio.abc.HalfCloseableStream)
-        raising.append(_RaisingTransport(stream, RuntimeError("buggy transport")))
+        raising.append(FailingStream(stream, error=lambda: RuntimeError("buggy transport")))
         return raising[0]
 
     client, server = pair(version, wrap_client=wrap)
     with trio.fail_after(DEADLINE):
         await handshake(client, server)
-        raising[0].armed = True
+        raising[0].fail_after_sent = raising[0].bytes_sent + 500
         with pytest.raises(RuntimeError):
             await client.send_all(b"x" * 1000)
-        raising[0].armed = False
+        raising[0].fail_after_sent = None
         # Half a record may be on the wire: the stream must refuse to go on.
         with pytest.raises(trio.BrokenResourceError):
             await client.send_all(b"y" * 10)

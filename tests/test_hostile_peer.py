@@ -84,7 +84,7 @@ def contexts_for(version: ssl.TLSVersion) -> TLSContexts:
 
 # ---------------------------------------------------------------------------
 # Bounded execution.
-# TODO(lead): candidates for trio_tlsretry.testing (kept minimal on purpose).
+# (Specific to these tests; candidates for trio_tlsretry.testing later.)
 
 
 class Livelock(AssertionError):
@@ -144,8 +144,8 @@ async def bounded(operation: Callable[[], Awaitable[T]], max_steps: int = 200) -
 
 # ---------------------------------------------------------------------------
 # The scripted peer.
-# TODO(lead): switch to trio_tlsretry.testing._faults when it has an
-# equivalent; this is the minimum the fuzz tests need.
+# (A synchronous peer that replays captured records; the fuzz tests drive it
+# byte by byte, which no transport wrapper in trio_tlsretry.testing does.)
 
 
 class ScriptedPeer:
