@@ -9,9 +9,28 @@ parking lot is enough.
 
 from __future__ import annotations
 
+import trio
 from trio.lowlevel import ParkingLot
 
-__all__ = ["FastLock"]
+__all__ = ["ConflictDetector", "FastLock"]
+
+
+class ConflictDetector:
+    """Turns overlapping calls of one operation into ``BusyResourceError``."""
+
+    __slots__ = ("held", "message")
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.held = False
+
+    def __enter__(self) -> None:
+        if self.held:
+            raise trio.BusyResourceError(self.message)
+        self.held = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.held = False
 
 
 class FastLock:

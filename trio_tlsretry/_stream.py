@@ -16,7 +16,7 @@ from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_
 
 from ._engine import PLAINTEXT_BUFFER_LIMIT, TLSEngine
 from ._errors import NeedHandshakeError, PostHandshakeAuthError, SendEOFNotSupportedError
-from ._locks import FastLock
+from ._locks import ConflictDetector, FastLock
 from ._pinned import snapshot
 from ._stats import StreamState, TLSStreamStatistics
 from ._transport import sender_for
@@ -35,24 +35,6 @@ TRANSPORT_RECEIVE_SIZE: Final = 256 * 1024
 ALERT_TIMEOUT: Final = 1.0
 
 _T = TypeVar("_T")
-
-
-class _ConflictDetector:
-    """Turns overlapping calls of one operation into ``BusyResourceError``."""
-
-    __slots__ = ("held", "message")
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-        self.held = False
-
-    def __enter__(self) -> None:
-        if self.held:
-            raise trio.BusyResourceError(self.message)
-        self.held = True
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.held = False
 
 
 async def _acquire(lock: FastLock) -> bool:
@@ -149,8 +131,8 @@ class TLSStream(trio.abc.HalfCloseableStream):
         self._state = StreamState.OPEN
         self._failure: str | None = None
         self._failure_cause: BaseException | None = None
-        self._send_conflict = _ConflictDetector("another task is already sending on this TLSStream")
-        self._receive_conflict = _ConflictDetector(
+        self._send_conflict = ConflictDetector("another task is already sending on this TLSStream")
+        self._receive_conflict = ConflictDetector(
             "another task is already receiving on this TLSStream"
         )
         self._handshake_lock = FastLock()
@@ -161,7 +143,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
         self._plaintext_drained = ParkingLot()
         self._sent_eof = False
         self._client_certificate_requested = False
-        self._pha_conflict = _ConflictDetector(
+        self._pha_conflict = ConflictDetector(
             "another task is already waiting for the client's certificate"
         )
 

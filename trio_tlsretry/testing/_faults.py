@@ -40,6 +40,7 @@ from typing import Any, Literal, NoReturn, TypeVar, cast
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
+from .._locks import ConflictDetector
 from .._transport import ExactProgressStream
 
 __all__ = [
@@ -69,24 +70,6 @@ def _check_count(name: str, value: int | None) -> None:
 def _check_side(side: str) -> None:
     if side not in ("send", "receive"):
         raise ValueError(f"side must be 'send' or 'receive', not {side!r}")
-
-
-class _Conflict:
-    """Raises ``BusyResourceError`` for overlapping calls of one operation."""
-
-    __slots__ = ("held", "message")
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-        self.held = False
-
-    def __enter__(self) -> None:
-        if self.held:
-            raise trio.BusyResourceError(self.message)
-        self.held = True
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.held = False
 
 
 class FaultStream(trio.abc.HalfCloseableStream):
@@ -122,8 +105,8 @@ class FaultStream(trio.abc.HalfCloseableStream):
         #: Bytes returned by :meth:`receive_some` so far.
         self.bytes_received = 0
         self._closed = False
-        self._send_conflict = _Conflict("another task is sending on this stream")
-        self._receive_conflict = _Conflict("another task is receiving on this stream")
+        self._send_conflict = ConflictDetector("another task is sending on this stream")
+        self._receive_conflict = ConflictDetector("another task is receiving on this stream")
 
     # -------------------------------------------------------------- hooks
 
