@@ -18,6 +18,16 @@ from trio_tlsretry.testing import cancel_at_checkpoint, exact_progress_stream_pa
 SIZE = 6 * 1024 * 1024
 
 
+def transport_pair(kind: str, *, capacity: int) -> tuple[trio.abc.Stream, trio.abc.Stream]:
+    """Client and peer transports; ``capacity`` sizes the exact-progress pair."""
+    if kind == "lockstep":
+        return trio.testing.lockstep_stream_pair()
+    if kind == "exact":
+        return exact_progress_stream_pair(capacity=capacity)
+    sock_a, sock_b = trio.socket.socketpair()
+    return trio.SocketStream(sock_a), trio.SocketStream(sock_b)
+
+
 def digest(data: bytes | bytearray) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
@@ -32,15 +42,7 @@ async def test_renegotiation_during_two_way_transfer(transport: str, renegotiati
     ca = trustme.CA()
     upload = os.urandom(SIZE)
     download = os.urandom(SIZE)
-    a: trio.abc.Stream
-    b: trio.abc.Stream
-    if transport == "lockstep":
-        a, b = trio.testing.lockstep_stream_pair()
-    elif transport == "exact":
-        a, b = exact_progress_stream_pair(capacity=32 * 1024)
-    else:
-        sock_a, sock_b = trio.socket.socketpair()
-        a, b = trio.SocketStream(sock_a), trio.SocketStream(sock_b)
+    a, b = transport_pair(transport, capacity=32 * 1024)
     client = TLSStream(a, client_context(ca), server_hostname="example.org")
     peer = PyOpenSSLPeer(
         b,
@@ -79,13 +81,7 @@ async def test_renegotiation_while_sends_and_receives_are_cancelled(transport: s
     ca = trustme.CA()
     size = 3 * 1024 * 1024
     upload, download = os.urandom(size), os.urandom(size)
-    a: trio.abc.Stream
-    b: trio.abc.Stream
-    if transport == "exact":
-        a, b = exact_progress_stream_pair(capacity=16 * 1024)
-    else:
-        sock_a, sock_b = trio.socket.socketpair()
-        a, b = trio.SocketStream(sock_a), trio.SocketStream(sock_b)
+    a, b = transport_pair(transport, capacity=16 * 1024)
     client = TLSStream(a, client_context(ca), server_hostname="example.org")
     peer = PyOpenSSLPeer(
         b,

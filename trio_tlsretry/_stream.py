@@ -571,11 +571,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
                 try:
                     data = engine.read(max_bytes)
                 except ssl.SSLEOFError as exc:
-                    if self._https_compatible:
-                        engine.peer_closed = True
-                        data = b""
-                    else:
-                        self._raise_tls_error(exc)
+                    data = self._eof_without_close_notify(exc)
                 except (ssl.SSLError, ssl.CertificateError) as exc:
                     self._raise_tls_error(exc)
                 if data is not None:
@@ -589,17 +585,21 @@ class TLSStream(trio.abc.HalfCloseableStream):
                 elif engine.incoming.eof:
                     # The engine saw the EOF and still wants data: treat it
                     # like OpenSSL's own unexpected-EOF error.
-                    if self._https_compatible:
-                        engine.peer_closed = True
-                        data = b""
-                        break
-                    self._raise_tls_error(ssl.SSLEOFError("the transport closed"))
+                    data = self._eof_without_close_notify(ssl.SSLEOFError("the transport closed"))
+                    break
                 elif await self._receive():
                     yielded = True
                 self._check_usable()
         if not yielded:
             await cancel_shielded_checkpoint()
         return data
+
+    def _eof_without_close_notify(self, exc: ssl.SSLEOFError) -> bytes:
+        """The transport ended without close_notify: EOF or a broken stream."""
+        if not self._https_compatible:
+            self._raise_tls_error(exc)
+        self._engine.peer_closed = True
+        return b""
 
     # -------------------------------------------------------------- close
 
