@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import ssl
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trio_tlsretry._engine import TLSEngine
 from trio_tlsretry._pinned import PinnedWrite, snapshot
-from trio_tlsretry.testing import make_tls_contexts
+from trio_tlsretry.testing import TLSContexts, make_tls_contexts
 
 
 def shuttle(a: TLSEngine, b: TLSEngine) -> int:
@@ -33,10 +37,15 @@ def handshake(client: TLSEngine, server: TLSEngine) -> None:
     raise RuntimeError("handshake did not complete")
 
 
+@functools.cache
+def cached_contexts(version: ssl.TLSVersion | None) -> TLSContexts:
+    return make_tls_contexts(maximum_version=version)
+
+
 def engine_pair(
     version: ssl.TLSVersion | None = None, write_chunk: int = 4096
 ) -> tuple[TLSEngine, TLSEngine]:
-    contexts = make_tls_contexts(maximum_version=version)
+    contexts = cached_contexts(version)
     client = TLSEngine(
         contexts.client, server_side=False, server_hostname="example.org", write_chunk=write_chunk
     )
@@ -127,6 +136,44 @@ def test_every_retry_passes_the_identical_slice(version: ssl.TLSVersion) -> None
     assert read_all(server) == data
 
 
+def test_small_write_fast_path_retries_the_same_buffer() -> None:
+    # write_whole (the unpinned fast path) fails with WANT_READ; the caller
+    # pins the same bytes and the retry must pass that very buffer, whole.
+    client, server = engine_pair(ssl.TLSVersion.TLSv1_2)
+    recorder = RecordingSSLObject(client.ssl_object, fail_writes={1, 2})
+    client.ssl_object = recorder  # type: ignore[misc]
+    data = b"a small message"
+    assert not client.write_whole(data)
+    assert client.pinned is None and not client.has_outgoing()
+    pinned = client.pin(data, data)
+    assert not client.write_pinned_chunk()
+    assert client.write_pinned_chunk()
+    (_, first, _, _), (_, second, _, _), (_, third, _, _) = recorder.calls
+    assert first is data
+    for retry in (second, third):
+        assert isinstance(retry, memoryview) and retry.obj is data and retry.nbytes == len(data)
+    assert third is second
+    assert pinned.accepted == len(data) and client.write_retries == 2
+    shuttle(client, server)
+    assert read_all(server) == data
+
+
+def test_small_write_fast_path_pins_what_the_transport_did_not_take() -> None:
+    client, server = engine_pair()
+    data = b"x" * 3000
+    assert client.write_whole(data) and client.pinned is None
+    head = client.outgoing_head()
+    client.consume_outgoing(100)  # the transport took only 100 bytes
+    pinned = client.pin_accepted(b"caller", data)
+    assert (pinned.accepted, pinned.delivered, pinned.unaccepted) == (3000, 0, 0)
+    rest = client.outgoing_head()
+    assert bytes(rest) == bytes(head[100:])
+    client.consume_outgoing(len(rest))
+    assert pinned.delivered == 3000 and not client.has_outgoing()
+    server.receive_ciphertext(bytes(head))
+    assert read_all(server) == data
+
+
 def test_buffered_ciphertext_is_bounded_by_one_chunk() -> None:
     client, server = engine_pair(write_chunk=16384)
     data = b"z" * (4 * 1024 * 1024)
@@ -188,3 +235,53 @@ def test_consume_outgoing_rejects_impossible_progress() -> None:
         client.consume_outgoing(len(head) + 1)
     with pytest.raises(ValueError):
         client.consume_outgoing(-1)
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+@given(
+    messages=st.lists(st.integers(1, 40_000), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(1, 20_000), max_size=40),
+    read_sizes=st.lists(st.integers(1, 30_000), min_size=1, max_size=10),
+)
+@settings(deadline=None)
+def test_nothing_to_decrypt_is_never_wrong(
+    version: ssl.TLSVersion, messages: list[int], cuts: list[int], read_sizes: list[int]
+) -> None:
+    # ``read`` skips SSLObject.read when nothing_to_decrypt() says it would
+    # raise SSLWantReadError. Check that claim against the real SSLObject at
+    # every point of a stream cut at random places (mid-header, mid-record,
+    # several records at once), read in random sizes, ending in close_notify.
+    client, server = engine_pair(version)
+    expected = b"".join(bytes([n % 251]) * n for n in messages)
+    for n in messages:
+        server.ssl_object.write(bytes([n % 251]) * n)
+    server.start_shutdown()
+    wire = server.outgoing.read()
+    received = bytearray()
+    sizes = itertools.cycle(read_sizes)
+    offset = 0
+    cut_points = iter(cuts)
+    closed = False
+    while not closed:
+        step = next(cut_points, 1 << 30)
+        chunk = wire[offset : offset + step]
+        offset += len(chunk)
+        if chunk:
+            client.receive_ciphertext(bytes(chunk))
+        while True:
+            predicted_block = client.nothing_to_decrypt()
+            try:
+                piece = client.ssl_object.read(next(sizes))
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                closed = True
+                break
+            assert not predicted_block, "nothing_to_decrypt() said no, SSLObject.read returned data"
+            if not piece:
+                closed = True
+                break
+            received += piece
+        if offset >= len(wire) and not closed:
+            pytest.fail("the whole stream was fed without reaching close_notify")
+    assert received == expected

@@ -3,6 +3,7 @@ our client is inside a large send_all and data flows both ways."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 
@@ -10,6 +11,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from OpenSSL import SSL
 from pyopenssl_peer import PyOpenSSLPeer, client_context, server_context
 
 from trio_tlsretry import StreamState, TLSStream
@@ -127,4 +129,176 @@ async def test_renegotiation_while_sends_and_receives_are_cancelled(transport: s
     assert peer.total_renegotiations() == 2
     assert digest(peer.received) == digest(upload) and len(peer.received) == size
     assert digest(got) == digest(download) and len(got) == size
+    await trio.aclose_forcefully(client)
+
+
+async def test_receiver_sends_its_handshake_answer_when_the_blocked_sender_is_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The receiver reads a HelloRequest and OpenSSL queues our ClientHello
+    # behind a send_all that holds the transport (the peer is not reading).
+    # The receiver must not wait for that send_all (it may wait for ever), so
+    # it waits for the peer instead. When the send_all is then cancelled,
+    # nobody is left to send the ClientHello, and this peer, like OpenSSL's
+    # SSL_write mid-renegotiation, answers nothing until it has one: the
+    # receiver has to be woken to send it itself, or both ends wait for ever.
+    ca = trustme.CA()
+    client_transport, peer_transport = exact_progress_stream_pair(capacity=4096)
+    client = TLSStream(client_transport, client_context(ca), server_hostname="example.org")
+    conn = SSL.Connection(server_context(ca), None)
+    conn.set_accept_state()
+
+    async def peer_flush() -> None:
+        while True:
+            try:
+                data = conn.bio_read(1 << 20)
+            except SSL.WantReadError:
+                return
+            await peer_transport.send_all(data)
+
+    async def peer_handshake() -> None:
+        while True:
+            try:
+                conn.do_handshake()
+            except SSL.WantReadError:
+                await peer_flush()
+                conn.bio_write(await peer_transport.receive_some())
+                continue
+            await peer_flush()
+            return
+
+    received = bytearray()
+
+    async def peer_until_renegotiated_then_reply() -> None:
+        while conn.renegotiate_pending():
+            conn.bio_write(await peer_transport.receive_some())
+            while True:
+                try:
+                    received.extend(conn.recv(1 << 16))
+                except SSL.WantReadError:
+                    break
+            await peer_flush()
+        conn.send(b"pong")
+        await peer_flush()
+
+    message = os.urandom(20_000)
+    reply = bytearray()
+
+    async def receive_reply() -> None:
+        reply.extend(await client.receive_some())
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer_handshake)
+            await client.do_handshake()
+        after_handshake = client.statistics().ciphertext_bytes_sent
+        async with trio.open_nursery() as nursery:
+            send_scope = trio.CancelScope()
+
+            async def send() -> None:
+                with send_scope:
+                    await client.send_all(message)
+
+            nursery.start_soon(send)
+            await trio.testing.wait_all_tasks_blocked()  # send_all holds the transport
+            assert conn.renegotiate()
+            with contextlib.suppress(SSL.WantReadError):
+                conn.do_handshake()  # queues the HelloRequest
+            await peer_flush()  # the HelloRequest
+            nursery.start_soon(receive_reply)
+            await trio.testing.wait_all_tasks_blocked()
+            sent_before_cancel = client.statistics().ciphertext_bytes_sent - after_handshake
+            send_scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(peer_until_renegotiated_then_reply)
+    assert send_scope.cancelled_caught and sent_before_cancel == 4096
+    assert reply == b"pong"
+    assert conn.total_renegotiations() == 1
+    # The cancelled send_all's encrypted chunk went out whole (no torn record);
+    # retrying it delivers the rest.
+    assert message.startswith(bytes(received)) and received
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+
+            async def peer_receive_rest() -> None:
+                while len(received) < len(message):
+                    conn.bio_write(await peer_transport.receive_some())
+                    while True:
+                        try:
+                            received.extend(conn.recv(1 << 16))
+                        except SSL.WantReadError:
+                            break
+
+            nursery.start_soon(peer_receive_rest)
+            await client.send_all(message)
+    assert received == message
+    await trio.aclose_forcefully(client)
+
+
+async def test_small_send_during_a_renegotiation_is_retried_whole() -> None:
+    # Over a socket, a small send_all takes the unpinned fast path. Here the
+    # peer's HelloRequest has been answered, so OpenSSL refuses the write
+    # until the peer's ServerHello arrives: the message must be pinned,
+    # retried and delivered exactly once.
+    ca = trustme.CA()
+    client_transport, peer_transport = transport_pair("socket", capacity=0)
+    client = TLSStream(client_transport, client_context(ca), server_hostname="example.org")
+    conn = SSL.Connection(server_context(ca), None)
+    conn.set_accept_state()
+    received = bytearray()
+
+    async def peer_flush() -> None:
+        while True:
+            try:
+                data = conn.bio_read(1 << 20)
+            except SSL.WantReadError:
+                return
+            await peer_transport.send_all(data)
+
+    async def peer_pump() -> None:
+        # Feed whatever arrives; flush whatever OpenSSL wants to send.
+        conn.bio_write(await peer_transport.receive_some())
+        with contextlib.suppress(SSL.WantReadError):
+            conn.do_handshake()
+        while True:
+            try:
+                received.extend(conn.recv(1 << 16))
+            except SSL.WantReadError:
+                break
+        await peer_flush()
+
+    async def peer_handshake() -> None:
+        while True:
+            try:
+                conn.do_handshake()
+            except SSL.WantReadError:
+                await peer_flush()
+                conn.bio_write(await peer_transport.receive_some())
+                continue
+            await peer_flush()
+            return
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer_handshake)
+            await client.do_handshake()
+        assert conn.renegotiate()
+        with contextlib.suppress(SSL.WantReadError):
+            conn.do_handshake()
+        await peer_flush()  # HelloRequest
+        # Our receiver reads it and answers with a ClientHello; nothing else
+        # comes, so stop it once it waits for more.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.receive_some)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        retries_before = client.statistics().write_retries
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all, b"hello")
+            while received != b"hello" or conn.renegotiate_pending():
+                await peer_pump()
+    assert received == b"hello"
+    assert client.statistics().write_retries > retries_before
+    assert client.statistics().state is StreamState.OPEN
+    assert conn.total_renegotiations() == 1
     await trio.aclose_forcefully(client)

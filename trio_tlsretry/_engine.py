@@ -40,6 +40,12 @@ PLAINTEXT_BUFFER_LIMIT: Final = 1024 * 1024
 
 _EMPTY: Final = memoryview(b"")
 
+#: The most plaintext one TLS record carries (RFC 8446 5.1, RFC 5246 6.2.1).
+#: ``SSLObject.read`` returns at most one record, and allocates the whole
+#: size it is asked for before shrinking the result, so asking for more only
+#: costs: 256 KiB is a fresh memory mapping per call with glibc.
+_MAX_RECORD_PLAINTEXT: Final = 16384
+
 
 class TLSEngine:
     """Sans-IO TLS state for one connection.
@@ -246,6 +252,35 @@ class TLSEngine:
         self._note_output()
         return True
 
+    def write_whole(self, data: bytes) -> bool:
+        """Encrypt all of ``data`` in one go, with nothing pinned.
+
+        The small-write fast path: ``data`` is at most :attr:`write_chunk`
+        bytes and nothing is pinned. Returns ``True`` when the engine took it
+        (its ciphertext is now queued). If the queue cannot then be handed to
+        the transport in full at once, the caller must record the write with
+        :meth:`pin_accepted`, so that a cancellation finds it pinned. Returns
+        ``False`` when OpenSSL wants to read first: nothing was taken, and the
+        caller pins ``data`` (:meth:`pin`) so the retry passes the same bytes.
+        """
+        if self._may_renegotiate():
+            self.pump_incoming()
+        try:
+            self.ssl_object.write(data)
+        except ssl.SSLWantReadError:
+            self.write_retries += 1
+            self._note_output()
+            return False
+        self.plaintext_bytes_sent += len(data)
+        self._note_output()
+        return True
+
+    def pin_accepted(self, source: object, data: bytes) -> PinnedWrite:
+        """Pin a write that :meth:`write_whole` already took in full."""
+        pinned = self.pin(source, data)
+        pinned.accepted = len(data)
+        return pinned
+
     def _may_renegotiate(self) -> bool:
         # Renegotiation exists only before TLS 1.3. Checking the BIO and the
         # SSL object's pending count first keeps the common case cheap.
@@ -255,7 +290,7 @@ class TLSEngine:
 
     # ------------------------------------------------------------------ read
 
-    def receive_ciphertext(self, data: bytes | bytearray) -> None:
+    def receive_ciphertext(self, data: bytes | bytearray | memoryview) -> None:
         """Feed ciphertext from the transport; ``b""`` means transport EOF."""
         if data:
             self.ciphertext_bytes_received += len(data)
@@ -279,7 +314,7 @@ class TLSEngine:
             return
         while True:
             try:
-                data = self.ssl_object.read(self.write_chunk)
+                data = self.ssl_object.read(_MAX_RECORD_PLAINTEXT)
             except ssl.SSLWantReadError:
                 self._note_output()
                 return
@@ -304,6 +339,19 @@ class TLSEngine:
             return None
         return exc if isinstance(exc, ssl.SSLError) else None
 
+    def nothing_to_decrypt(self) -> bool:
+        """Would ``SSLObject.read`` certainly raise ``SSLWantReadError``?
+
+        True when no ciphertext is waiting in the incoming BIO (and no EOF),
+        and OpenSSL holds no decrypted byte. CPython leaves OpenSSL's
+        read-ahead off, so OpenSSL only ever takes the rest of the record it
+        is reading from the BIO and cannot be sitting on a complete record.
+        Asking first is much cheaper than the exception (tested against the
+        real thing in ``test_engine.py``).
+        """
+        incoming = self.incoming
+        return not incoming.pending and not incoming.eof and not self.ssl_object.pending()
+
     def read(self, max_bytes: int) -> bytes | None:
         """Up to ``max_bytes`` of plaintext, ``b""`` at close_notify, ``None``
         if more ciphertext is needed.
@@ -327,11 +375,13 @@ class TLSEngine:
         if self.peer_closed:
             return b""
         ssl_object = self.ssl_object
+        if self.nothing_to_decrypt():
+            return None
         pieces: list[bytes] = []
         wanted = max_bytes
         try:
             while wanted > 0:
-                piece = ssl_object.read(wanted)
+                piece = ssl_object.read(min(wanted, _MAX_RECORD_PLAINTEXT))
                 if not piece:
                     # CPython returns b"" instead of raising when the
                     # close_notify arrives before we sent ours.

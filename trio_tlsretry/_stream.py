@@ -19,7 +19,7 @@ from ._errors import NeedHandshakeError, PostHandshakeAuthError, SendEOFNotSuppo
 from ._locks import ConflictDetector, FastLock
 from ._pinned import snapshot
 from ._stats import StreamState, TLSStreamStatistics
-from ._transport import sender_for
+from ._transport import TransportSender, sender_for
 
 if TYPE_CHECKING:
     from ._info import ConnectionInfo
@@ -274,13 +274,31 @@ class TLSStream(trio.abc.HalfCloseableStream):
             return True
         return False
 
-    async def _receive(self) -> bool:
+    def _receive_without_waiting(self) -> bool:
+        """One non-blocking socket read into the engine; whether it got anything.
+
+        Only when nobody holds the receive lock (the caller checks): with no
+        await here, nobody can take it meanwhile. An EOF counts as something.
+        """
+        try:
+            data = self._sender.try_receive(TRANSPORT_RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._raise_transport_error(exc)
+        if data is None:
+            return False
+        self._engine.receive_ciphertext(data)
+        self._transport_receives += 1
+        return True
+
+    async def _receive(self, *, wait_first: bool = False) -> bool:
         """Move one transport read of ciphertext into the engine.
 
         Returns whether we yielded to the scheduler. If another task
         completed a transport read while we waited for the lock, return at
         once: the caller retries its engine operation, which may now succeed,
         and a second read could wait for data that never comes.
+        ``wait_first``: the socket was just found empty, so do not try it
+        again before waiting.
         """
         engine = self._engine
         if engine.incoming.eof:
@@ -295,27 +313,29 @@ class TLSStream(trio.abc.HalfCloseableStream):
             self._check_usable()
             io = self._sender
             try:
-                data: bytes | bytearray | None = (
-                    io.try_receive(TRANSPORT_RECEIVE_SIZE) if io.raw else None
+                data: bytes | bytearray | memoryview | None = (
+                    io.try_receive(TRANSPORT_RECEIVE_SIZE) if io.raw and not wait_first else None
                 )
                 if data is None:
-                    # We have to wait. The scope lets a flusher that stopped
-                    # early wake us (see ``_flush``); cancelling a wait for
-                    # data loses nothing (Trio's receive_some is
-                    # cancel-atomic, and a readiness wait reads nothing).
+                    # We have to wait. Cancelling a wait for data loses
+                    # nothing (Trio's receive_some is cancel-atomic, and a
+                    # readiness wait reads nothing).
                     yielded = True
-                    with trio.CancelScope() as scope:
-                        self._receive_scope = scope
-                        try:
-                            if io.raw:
-                                await io.wait_receivable()
-                                data = io.try_receive(TRANSPORT_RECEIVE_SIZE)
-                            else:
-                                data = await self.transport_stream.receive_some(
-                                    TRANSPORT_RECEIVE_SIZE
-                                )
-                        finally:
-                            self._receive_scope = None
+                    if engine.must_flush_before_receiving():
+                        # Handshake bytes the peer may wait for sit behind a
+                        # send that holds the transport (``_flush_if_needed``
+                        # skipped them). If that send stops early, ``_flush``
+                        # cancels this scope so we come back and send them.
+                        # Only then: a CancelScope costs more than a small
+                        # record's whole TLS work.
+                        with trio.CancelScope() as scope:
+                            self._receive_scope = scope
+                            try:
+                                data = await self._wait_and_receive(io)
+                            finally:
+                                self._receive_scope = None
+                    else:
+                        data = await self._wait_and_receive(io)
                     if data is None:
                         return yielded  # woken, or readiness without data
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -328,6 +348,13 @@ class TLSStream(trio.abc.HalfCloseableStream):
             return yielded
         finally:
             lock.release()
+
+    async def _wait_and_receive(self, io: TransportSender) -> bytes | bytearray | memoryview | None:
+        """One blocking transport read; ``None`` if readiness brought no data."""
+        if io.raw:
+            await io.wait_receivable()
+            return io.try_receive(TRANSPORT_RECEIVE_SIZE)
+        return await self.transport_stream.receive_some(TRANSPORT_RECEIVE_SIZE)
 
     # --------------------------------------------------------- handshake
 
@@ -466,6 +493,68 @@ class TLSStream(trio.abc.HalfCloseableStream):
                 )
             await self._receive()
 
+    def _send_small(self, data: object, fresh: bytes) -> None:
+        """One record's worth, one ``write``, one socket send, no await.
+
+        Nothing can observe the write half-done unless it is left pinned, so
+        there is no PinnedWrite to build unless the socket did not take all
+        of the ciphertext (then the rest is queued and the write pinned, as
+        the general path would have left it) or OpenSSL wants to read first
+        (then nothing was taken and ``fresh`` is pinned for the retry).
+        """
+        engine = self._engine
+        try:
+            taken = engine.write_whole(fresh)
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            self._raise_tls_error(exc)
+        if not taken:
+            engine.pin(data, fresh)
+            return
+        try:
+            sent = self._sender.try_send(engine.outgoing_head())
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            # Taken but not delivered: pinned, as the general path leaves it.
+            engine.pin_accepted(data, fresh)
+            self._raise_transport_error(exc)
+        engine.consume_outgoing(sent)
+        if engine.has_outgoing():
+            engine.pin_accepted(data, fresh)
+
+    def _send_without_waiting(self) -> None:
+        """Encrypt and send the pinned write as far as the socket takes it now.
+
+        ``_drive_pinned``'s loop without its awaits: flush the queue, then
+        encrypt the next chunk, until the socket is full, the engine wants
+        to read (renegotiation), or everything is sent (and unpinned). No
+        await, so the send lock need not be taken: the caller checked that
+        nobody holds it, and nobody can take it before we return. Whatever
+        is left is in the engine's usual state for ``_drive_pinned``.
+        """
+        engine = self._engine
+        io = self._sender
+        while True:
+            if engine.has_outgoing():
+                try:
+                    sent = io.try_send(engine.outgoing_head())
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    self._raise_transport_error(exc)
+                if not sent:
+                    return
+                engine.consume_outgoing(sent)
+                continue
+            pinned = engine.pinned
+            if pinned is None:
+                return
+            if not pinned.unaccepted:
+                pinned.mark_delivered()
+                engine.unpin()
+                return
+            try:
+                if not engine.write_pinned_chunk():
+                    return
+            except (ssl.SSLError, ssl.CertificateError) as exc:
+                self._raise_tls_error(exc)
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt and send all of ``data``.
 
@@ -495,6 +584,24 @@ class TLSStream(trio.abc.HalfCloseableStream):
             self._check_usable()
             if self._sent_eof:
                 raise trio.ClosedResourceError("send_eof() was already called")
+            if (
+                engine.pinned is None
+                and engine.handshake_done
+                and self._sender.raw
+                and not self._transport_send_lock.locked
+            ):
+                # The common case: nothing else in flight on a socket. Same
+                # engine steps as below, minus the awaits; whatever cannot be
+                # finished without waiting is finished by _drive_pinned.
+                if len(fresh) <= engine.write_chunk and not engine.has_outgoing():
+                    self._send_small(data, fresh)
+                else:
+                    engine.pin(data, fresh)
+                    self._send_without_waiting()
+                if engine.pinned is not None:
+                    await self._drive_pinned()
+                await cancel_shielded_checkpoint()
+                return
             if not resume:
                 if engine.pinned is not None:
                     # A cancelled send_all left a remainder: finish it first so
@@ -563,7 +670,8 @@ class TLSStream(trio.abc.HalfCloseableStream):
         with self._receive_conflict:
             await checkpoint_if_cancelled()
             self._check_usable()
-            yielded = await self._ensure_handshake()
+            yielded = False if engine.handshake_done else await self._ensure_handshake()
+            io = self._sender
             while True:
                 # Once ``read`` returns plaintext nothing may await with it in
                 # hand except the shielded checkpoint below, so a cancellation
@@ -578,7 +686,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
                     if len(self._plaintext_drained):
                         self._plaintext_drained.unpark_all()
                     break
-                if await self._flush_if_needed():
+                if engine.must_flush_before_receiving() and await self._flush_if_needed():
                     # Handshake data (renegotiation, post-handshake messages)
                     # the peer may be waiting for went out; ask again.
                     yielded = True
@@ -587,6 +695,12 @@ class TLSStream(trio.abc.HalfCloseableStream):
                     # like OpenSSL's own unexpected-EOF error.
                     data = self._eof_without_close_notify(ssl.SSLEOFError("the transport closed"))
                     break
+                elif io.raw and not self._transport_receive_lock.locked:
+                    # Nobody else is reading: try the socket without the lock
+                    # or an await (nothing can run between the read and the
+                    # engine taking the bytes), and only wait if it is empty.
+                    if not self._receive_without_waiting() and await self._receive(wait_first=True):
+                        yielded = True
                 elif await self._receive():
                     yielded = True
                 self._check_usable()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import threading
 from abc import abstractmethod
 
 import trio
@@ -59,7 +60,8 @@ class TransportSender:
 
     ``exact`` is ``False``: an exception out of :meth:`send` (a cancellation
     included) leaves it unknown how many bytes went out. ``raw`` is ``False``:
-    reads go through the transport's own ``receive_some``.
+    reads go through the transport's own ``receive_some``, and there is no
+    :meth:`try_send`/:meth:`try_receive` (non-blocking calls on the socket).
     """
 
     exact = False
@@ -73,8 +75,16 @@ class TransportSender:
         await self.transport.send_all(data)
         return len(data)
 
-    def try_receive(self, max_bytes: int) -> bytes | None:  # pragma: no cover - raw only
-        """Read without waiting: data, ``b""`` at EOF, ``None`` if none is ready."""
+    def try_send(self, data: memoryview) -> int:  # pragma: no cover - raw only
+        """Send a prefix of ``data`` without waiting; 0 if the transport is full."""
+        raise NotImplementedError
+
+    def try_receive(self, max_bytes: int) -> bytes | memoryview | None:  # pragma: no cover
+        """Read without waiting: data, ``b""`` at EOF, ``None`` if none is ready.
+
+        The data may be a view of a scratch buffer that the next read on this
+        thread overwrites: use it before the next await.
+        """
         raise NotImplementedError
 
     async def wait_receivable(self) -> None:  # pragma: no cover - raw only
@@ -91,6 +101,17 @@ class _ExactSender(TransportSender):
 
     async def send(self, data: memoryview) -> int:
         return await self._send_some(data)
+
+
+_scratch = threading.local()
+
+
+def _scratch_buffer(size: int) -> memoryview:
+    """This thread's receive buffer, ``size`` bytes long."""
+    buffer: memoryview | None = getattr(_scratch, "buffer", None)
+    if buffer is None or len(buffer) != size:
+        buffer = _scratch.buffer = memoryview(bytearray(size))
+    return buffer
 
 
 def _socket_error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
@@ -124,27 +145,37 @@ class _SocketIO(TransportSender):
             raise trio.ClosedResourceError("the transport socket was closed")
         return fd
 
-    async def send(self, data: memoryview) -> int:
+    def try_send(self, data: memoryview) -> int:
+        """Send a prefix of ``data`` without waiting; 0 if the socket is full."""
         if self._socket.did_shutdown_SHUT_WR:
             raise trio.ClosedResourceError("the transport's write side was shut down")
-        while True:
-            fd = self._fileno()
-            try:
-                return os.write(fd, data)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise _socket_error(exc) from exc
-            await trio.lowlevel.wait_writable(fd)
-
-    def try_receive(self, max_bytes: int) -> bytes | None:
-        fd = self._fileno()
         try:
-            return os.read(fd, max_bytes)
+            return os.write(self._fileno(), data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise _socket_error(exc) from exc
+
+    async def send(self, data: memoryview) -> int:
+        while not (sent := self.try_send(data)):
+            await trio.lowlevel.wait_writable(self._fileno())
+        return sent
+
+    def try_receive(self, max_bytes: int) -> bytes | memoryview | None:
+        # Into a reusable buffer: ``os.read`` of 256 KiB allocates (and, with
+        # glibc, maps and unmaps) 256 KiB for every call, which costs several
+        # times the syscall when only a small record has arrived. One buffer
+        # per thread: the caller copies the data into the incoming BIO before
+        # anything else can run on this thread.
+        fd = self._fileno()
+        buffer = _scratch_buffer(max_bytes)
+        try:
+            n = os.readv(fd, (buffer,))
         except BlockingIOError:
             return None
         except OSError as exc:
             raise _socket_error(exc) from exc
+        return buffer[:n] if n else b""
 
     async def wait_receivable(self) -> None:
         await trio.lowlevel.wait_readable(self._fileno())
