@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import resource
 import socket
@@ -244,26 +245,30 @@ async def serve_conn(make: Callable[[], Awaitable[Conn]], handler: Callable) -> 
 
 
 def run_trio(impl: str, ctx: ssl.SSLContext, mode: str) -> None:
+    """Each library's own "serve TLS over TCP" helper."""
     import trio
 
-    if impl == "tlsretry":
-        from trio_tlsretry import TLSStream as stream_type
-    else:
-        stream_type = trio.SSLStream  # type: ignore[assignment]
     handler = HANDLERS[mode]
 
-    async def on_tcp(tcp: trio.SocketStream) -> None:  # TCP_NODELAY is set by Trio
+    async def on_stream(stream: Any) -> None:  # TCP_NODELAY is set by Trio
         async def make() -> Conn:
-            stream = stream_type(tcp, ctx, server_side=True)
+            # A no-op for trio_tlsretry, whose server hands over streams
+            # whose handshake is done; trio's handshakes here.
             await stream.do_handshake()
             return Conn(stream.send_all, stream.receive_some, stream.aclose, stream)
 
         await serve_conn(make, handler)
 
     async def main() -> None:
-        listeners = await trio.open_tcp_listeners(0, host=HOST, backlog=2048)
-        announce(listeners[0].socket.getsockname()[1])
-        await trio.serve_listeners(on_tcp, listeners)
+        if impl == "tlsretry":
+            from trio_tlsretry import serve_tls_over_tcp as serve
+        else:
+            serve = trio.serve_ssl_over_tcp  # type: ignore[assignment]
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                functools.partial(serve, on_stream, 0, ctx, host=HOST, backlog=2048)
+            )
+            announce(listeners[0].transport_listener.socket.getsockname()[1])
 
     trio.run(main, instruments=STATS.instruments())
 

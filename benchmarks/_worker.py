@@ -39,7 +39,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
-SERVER_NAME = "localhost"
+# The certificate's IP address entry: every implementation connects to it and
+# verifies it (no name resolution, no SNI, for all of them alike).
+SERVER_NAME = HOST
 MiB = 1024 * 1024
 
 IMPLS = ("tlsretry", "trio", "anyio", "asyncio", "blocking")
@@ -154,17 +156,23 @@ def client_context(certdir: Path) -> ssl.SSLContext:
 
 
 def make_connector(impl: str, ctx: ssl.SSLContext, port: int) -> Callable[[], Awaitable[Conn]]:
-    if impl in ("tlsretry", "trio"):
+    # Each library's own "TLS over TCP" helper, as an application would use
+    # it. All verify the server's certificate against SERVER_NAME.
+    if impl == "tlsretry":
+        from trio_tlsretry import open_tls_over_tcp_stream
+
+        async def connect_tlsretry() -> Conn:
+            stream = await open_tls_over_tcp_stream(SERVER_NAME, port, ssl_context=ctx)
+            await stream.do_handshake()
+            return Conn(stream.send_all, stream.receive_some, stream.aclose, stream)
+
+        return connect_tlsretry
+
+    if impl == "trio":
         import trio
 
-        if impl == "tlsretry":
-            from trio_tlsretry import TLSStream as stream_type
-        else:
-            stream_type = trio.SSLStream  # type: ignore[assignment]
-
         async def connect_trio() -> Conn:
-            tcp = await trio.open_tcp_stream(HOST, port)
-            stream = stream_type(tcp, ctx, server_hostname=SERVER_NAME)
+            stream = await trio.open_ssl_over_tcp_stream(SERVER_NAME, port, ssl_context=ctx)
             await stream.do_handshake()
             return Conn(stream.send_all, stream.receive_some, stream.aclose, stream)
 
@@ -172,12 +180,10 @@ def make_connector(impl: str, ctx: ssl.SSLContext, port: int) -> Callable[[], Aw
 
     if impl == "anyio":
         import anyio
-        from anyio.streams.tls import TLSStream as AnyioTLSStream
 
         async def connect_anyio() -> Conn:
-            tcp = await anyio.connect_tcp(HOST, port)
-            stream = await AnyioTLSStream.wrap(
-                tcp, hostname=SERVER_NAME, ssl_context=ctx, standard_compatible=True
+            stream = await anyio.connect_tcp(
+                SERVER_NAME, port, ssl_context=ctx, tls_standard_compatible=True
             )
             return Conn(stream.send, stream.receive, stream.aclose, stream)
 

@@ -15,6 +15,7 @@ early) or generous upper bounds.
 from __future__ import annotations
 
 import functools
+import socket
 import ssl
 from collections.abc import Iterator
 
@@ -180,12 +181,43 @@ async def test_open_stream_default_context_verifies(contexts: TLSContexts) -> No
         await client.aclose()
 
 
-async def test_open_stream_refused() -> None:
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", b"127.0.0.1", "::1"])
+async def test_open_stream_by_name_or_address(host: str | bytes) -> None:
+    # A name goes through trio.open_tcp_stream (resolution, happy eyeballs);
+    # an address is connected to directly. Both verify the certificate
+    # against what was asked for.
+    name = host.decode() if isinstance(host, bytes) else host
+    if name == "::1" and not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    contexts = make_tls_contexts(name)
+    bind = "::1" if name == "::1" else HOST
+    try:
+        (listener,) = await open_tls_over_tcp_listeners(0, contexts.server, host=bind)
+    except OSError:
+        pytest.skip(f"cannot listen on {bind}")
+    async with listener, trio.open_nursery() as nursery:
+
+        async def echo_one() -> None:
+            async with await listener.accept() as server:
+                await server.send_all(await server.receive_some())
+
+        nursery.start_soon(echo_one)
+        async with await open_tls_over_tcp_stream(
+            host, port_of([listener]), ssl_context=contexts.client
+        ) as client:
+            assert client.server_hostname == name
+            await client.send_all(b"ping")
+            assert await client.receive_some() == b"ping"
+            assert client.transport_stream.socket.getpeername()[0] in ("127.0.0.1", "::1")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("host", [HOST, "localhost"])
+async def test_open_stream_refused(host: str) -> None:
     listener = (await trio.open_tcp_listeners(0, host=HOST))[0]
     port = listener.socket.getsockname()[1]
     await listener.aclose()
     with pytest.raises(OSError):
-        await open_tls_over_tcp_stream(HOST, port)
+        await open_tls_over_tcp_stream(host, port)
 
 
 # ------------------------------------------------------ handshake_or_drop

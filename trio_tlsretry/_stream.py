@@ -766,7 +766,10 @@ class TLSStream(trio.abc.HalfCloseableStream):
         propagates. The stream is closed in every case.
         """
         if self._state is StreamState.CLOSED:
-            await trio.lowlevel.checkpoint()
+            # A checkpoint, without the CancelScope trio.lowlevel.checkpoint()
+            # builds: servers close each stream several times over.
+            await checkpoint_if_cancelled()
+            await cancel_shielded_checkpoint()
             return
         graceful = (
             self._state is StreamState.OPEN

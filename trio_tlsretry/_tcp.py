@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
@@ -36,14 +37,21 @@ async def open_tls_over_tcp_stream(
       ssl_context: the client context; ``ssl.create_default_context()`` (the
         system's CAs, host-name checking on) when ``None``.
       https_compatible: see :class:`TLSStream`.
-      happy_eyeballs_delay: see :func:`trio.open_tcp_stream`.
+      happy_eyeballs_delay: see :func:`trio.open_tcp_stream`. An IP address
+        as ``host`` is connected to directly, with nothing to race.
 
     Raises:
       OSError: the TCP connection could not be made.
     """
     if ssl_context is None:
         ssl_context = ssl.create_default_context()
-    transport = await trio.open_tcp_stream(host, port, happy_eyeballs_delay=happy_eyeballs_delay)
+    address = _ip_literal(host)
+    if address is None:
+        transport = await trio.open_tcp_stream(
+            host, port, happy_eyeballs_delay=happy_eyeballs_delay
+        )
+    else:
+        transport = await _connect_to_address(address, port)
     try:
         return TLSStream(
             transport,
@@ -54,6 +62,33 @@ async def open_tls_over_tcp_stream(
     except BaseException:
         await trio.aclose_forcefully(transport)
         raise
+
+
+def _ip_literal(host: str | bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.decode("ascii") if isinstance(host, bytes) else host)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+async def _connect_to_address(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+) -> trio.SocketStream:
+    """Connect to one known address: no resolution, nothing to race.
+
+    ``trio.open_tcp_stream`` resolves the host and runs happy eyeballs in a
+    nursery even for a single numeric address; for a short-lived connection
+    that costs about as much CPU as the rest of the TCP setup (see
+    docs/performance.rst). Failures raise ``OSError``, as there.
+    """
+    family = trio.socket.AF_INET if address.version == 4 else trio.socket.AF_INET6
+    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+    try:
+        await sock.connect((str(address), port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
 
 
 async def open_tls_over_tcp_listeners(
