@@ -63,6 +63,7 @@ class TLSEngine:
         "_head",
         "_plaintext",
         "_plaintext_bytes",
+        "_tls13",
         "ciphertext_bytes_received",
         "ciphertext_bytes_sent",
         "handshake_done",
@@ -98,6 +99,8 @@ class TLSEngine:
         )
         self.write_chunk = write_chunk
         self.handshake_done = False
+        # Set when the handshake completes; until then assume the worst.
+        self._tls13 = False
         #: The peer's close_notify has been read: reads return b"" from now on.
         self.peer_closed = False
         #: The ``send_all`` in progress, if any.
@@ -148,7 +151,7 @@ class TLSEngine:
 
     def _note_output(self) -> None:
         # Called after every engine call that may have produced ciphertext.
-        pending = self.outgoing_ciphertext_bytes
+        pending = len(self._head) + self.outgoing.pending
         if pending > self.max_outgoing_ciphertext_bytes:
             self.max_outgoing_ciphertext_bytes = pending
 
@@ -188,9 +191,10 @@ class TLSEngine:
             self._note_output()
             return False
         self.handshake_done = True
+        self._tls13 = self.ssl_object.version() == "TLSv1.3"
         if (
             self.ssl_object.server_side
-            and self.ssl_object.version() == "TLSv1.3"
+            and self._tls13
             and queue_was_empty
             and self.outgoing.pending
         ):
@@ -282,11 +286,9 @@ class TLSEngine:
         return pinned
 
     def _may_renegotiate(self) -> bool:
-        # Renegotiation exists only before TLS 1.3. Checking the BIO and the
-        # SSL object's pending count first keeps the common case cheap.
-        return (
-            self.incoming.pending > 0 or self.ssl_object.pending() > 0
-        ) and self.ssl_object.version() != "TLSv1.3"
+        # Renegotiation exists only before TLS 1.3; the version is known once
+        # the handshake is done (writes only happen after it).
+        return not self._tls13 and (self.incoming.pending > 0 or self.ssl_object.pending() > 0)
 
     # ------------------------------------------------------------------ read
 
@@ -375,8 +377,9 @@ class TLSEngine:
         if self.peer_closed:
             return b""
         ssl_object = self.ssl_object
-        if self.nothing_to_decrypt():
-            return None
+        incoming = self.incoming
+        if not incoming.pending and not incoming.eof and not ssl_object.pending():
+            return None  # nothing_to_decrypt()
         pieces: list[bytes] = []
         wanted = max_bytes
         try:
@@ -388,6 +391,11 @@ class TLSEngine:
                     raise ssl.SSLZeroReturnError("close_notify received")
                 pieces.append(piece)
                 wanted -= len(piece)
+                # As nothing_to_decrypt(), inlined: this loop is on every
+                # receive's path. Skips the SSLWantReadError the next read
+                # would raise.
+                if not incoming.pending and not incoming.eof and not ssl_object.pending():
+                    break
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLZeroReturnError:

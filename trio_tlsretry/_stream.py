@@ -34,6 +34,8 @@ TRANSPORT_RECEIVE_SIZE: Final = 256 * 1024
 #: Seconds a failed handshake spends trying to send its alert.
 ALERT_TIMEOUT: Final = 1.0
 
+_OPEN: Final = StreamState.OPEN
+
 _T = TypeVar("_T")
 
 
@@ -581,7 +583,8 @@ class TLSStream(trio.abc.HalfCloseableStream):
         with self._send_conflict:
             # Cancelled here, the call did nothing at all: nothing is pinned.
             await checkpoint_if_cancelled()
-            self._check_usable()
+            if self._state is not _OPEN:
+                self._check_usable()
             if self._sent_eof:
                 raise trio.ClosedResourceError("send_eof() was already called")
             if (
@@ -669,7 +672,8 @@ class TLSStream(trio.abc.HalfCloseableStream):
         engine = self._engine
         with self._receive_conflict:
             await checkpoint_if_cancelled()
-            self._check_usable()
+            if self._state is not _OPEN:
+                self._check_usable()
             yielded = False if engine.handshake_done else await self._ensure_handshake()
             io = self._sender
             while True:
@@ -683,7 +687,11 @@ class TLSStream(trio.abc.HalfCloseableStream):
                 except (ssl.SSLError, ssl.CertificateError) as exc:
                     self._raise_tls_error(exc)
                 if data is not None:
-                    if len(self._plaintext_drained):
+                    # Only a send operation or verify_client_post_handshake
+                    # can be parked there; test the cheap flags first.
+                    if (self._send_conflict.held or self._pha_conflict.held) and len(
+                        self._plaintext_drained
+                    ):
                         self._plaintext_drained.unpark_all()
                     break
                 if engine.must_flush_before_receiving() and await self._flush_if_needed():
