@@ -256,28 +256,32 @@ class TLSEngine:
         self._note_output()
         return True
 
-    def write_whole(self, data: bytes) -> bool:
-        """Encrypt all of ``data`` in one go, with nothing pinned.
+    def write_whole(self, data: bytes) -> memoryview | None:
+        """Encrypt all of ``data`` in one go, with nothing pinned or queued.
 
         The small-write fast path: ``data`` is at most :attr:`write_chunk`
-        bytes and nothing is pinned. Returns ``True`` when the engine took it
-        (its ciphertext is now queued). If the queue cannot then be handed to
-        the transport in full at once, the caller must record the write with
-        :meth:`pin_accepted`, so that a cancellation finds it pinned. Returns
-        ``False`` when OpenSSL wants to read first: nothing was taken, and the
-        caller pins ``data`` (:meth:`pin`) so the retry passes the same bytes.
+        bytes, nothing is pinned and the outgoing queue is empty. Returns the
+        head of the queue, now holding all of ``data``'s ciphertext, to hand
+        to the transport (then :meth:`consume_outgoing` as usual). If the
+        transport cannot take all of it at once, the caller must record the
+        write with :meth:`pin_accepted`, so that a cancellation finds it
+        pinned. Returns ``None`` when OpenSSL wants to read first: nothing
+        was taken, and the caller pins ``data`` (:meth:`pin`) so the retry
+        passes the same bytes.
         """
-        if self._may_renegotiate():
+        if not self._tls13 and self._may_renegotiate():
             self.pump_incoming()
         try:
             self.ssl_object.write(data)
         except ssl.SSLWantReadError:
             self.write_retries += 1
             self._note_output()
-            return False
+            return None
         self.plaintext_bytes_sent += len(data)
-        self._note_output()
-        return True
+        head = self._head = memoryview(self.outgoing.read())
+        if len(head) > self.max_outgoing_ciphertext_bytes:
+            self.max_outgoing_ciphertext_bytes = len(head)
+        return head
 
     def pin_accepted(self, source: object, data: bytes) -> PinnedWrite:
         """Pin a write that :meth:`write_whole` already took in full."""

@@ -506,14 +506,14 @@ class TLSStream(trio.abc.HalfCloseableStream):
         """
         engine = self._engine
         try:
-            taken = engine.write_whole(fresh)
+            head = engine.write_whole(fresh)
         except (ssl.SSLError, ssl.CertificateError) as exc:
             self._raise_tls_error(exc)
-        if not taken:
+        if head is None:
             engine.pin(data, fresh)
             return
         try:
-            sent = self._sender.try_send(engine.outgoing_head())
+            sent = self._sender.try_send(head)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             # Taken but not delivered: pinned, as the general path leaves it.
             engine.pin_accepted(data, fresh)
