@@ -292,15 +292,50 @@ class TLSStream(trio.abc.HalfCloseableStream):
         self._transport_receives += 1
         return True
 
-    async def _receive(self, *, wait_first: bool = False) -> bool:
+    async def _wait_for_socket(self) -> None:
+        """Wait until the socket is readable and read it into the engine.
+
+        ``_receive`` for the common case, with fewer frames between the
+        wake-up and the data: the transport is a socket that was just found
+        empty, and the caller checked that nobody holds the receive lock
+        (nothing has run since, so we can take it without waiting).
+        """
+        lock = self._transport_receive_lock
+        lock.locked = True
+        try:
+            io = self._sender
+            engine = self._engine
+            try:
+                if engine.must_flush_before_receiving():
+                    # See ``_receive``: a send holding the transport has our
+                    # handshake bytes; if it stops early it wakes us.
+                    with trio.CancelScope() as scope:
+                        self._receive_scope = scope
+                        try:
+                            await io.wait_receivable()
+                        finally:
+                            self._receive_scope = None
+                    if scope.cancelled_caught:
+                        return
+                else:
+                    await io.wait_receivable()
+                data = io.try_receive(TRANSPORT_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._raise_transport_error(exc)
+            if data is not None:
+                # No await since the read: see ``_receive``.
+                engine.receive_ciphertext(data)
+                self._transport_receives += 1
+        finally:
+            lock.release()
+
+    async def _receive(self) -> bool:
         """Move one transport read of ciphertext into the engine.
 
         Returns whether we yielded to the scheduler. If another task
         completed a transport read while we waited for the lock, return at
         once: the caller retries its engine operation, which may now succeed,
         and a second read could wait for data that never comes.
-        ``wait_first``: the socket was just found empty, so do not try it
-        again before waiting.
         """
         engine = self._engine
         if engine.incoming.eof:
@@ -316,7 +351,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
             io = self._sender
             try:
                 data: bytes | bytearray | memoryview | None = (
-                    io.try_receive(TRANSPORT_RECEIVE_SIZE) if io.raw and not wait_first else None
+                    io.try_receive(TRANSPORT_RECEIVE_SIZE) if io.raw else None
                 )
                 if data is None:
                     # We have to wait. Cancelling a wait for data loses
@@ -707,11 +742,13 @@ class TLSStream(trio.abc.HalfCloseableStream):
                     # Nobody else is reading: try the socket without the lock
                     # or an await (nothing can run between the read and the
                     # engine taking the bytes), and only wait if it is empty.
-                    if not self._receive_without_waiting() and await self._receive(wait_first=True):
+                    if not self._receive_without_waiting():
+                        await self._wait_for_socket()
                         yielded = True
                 elif await self._receive():
                     yielded = True
-                self._check_usable()
+                if self._state is not _OPEN:
+                    self._check_usable()
         if not yielded:
             await cancel_shielded_checkpoint()
         return data
