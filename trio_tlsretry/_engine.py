@@ -166,17 +166,23 @@ class TLSEngine:
             self._head = memoryview(self.outgoing.read(limit))
         return self._head
 
-    def consume_outgoing(self, sent: int) -> None:
-        """The transport accepted the first ``sent`` bytes of the head."""
+    def consume_outgoing(self, sent: int) -> bool:
+        """The transport accepted the first ``sent`` bytes of the head.
+
+        Returns whether ciphertext is still queued (:meth:`has_outgoing`).
+        """
         if not 0 <= sent <= len(self._head):
             raise ValueError(f"transport reported {sent} bytes sent of {len(self._head)}")
         self._head = self._head[sent:]
         self.ciphertext_bytes_sent += sent
-        self._deferrable_bytes = max(0, self._deferrable_bytes - sent)
-        if not self.has_outgoing():
-            pinned = self.pinned
-            if pinned is not None:
-                pinned.mark_delivered()
+        if self._deferrable_bytes:
+            self._deferrable_bytes = max(0, self._deferrable_bytes - sent)
+        if self._head or self.outgoing.pending:
+            return True
+        pinned = self.pinned
+        if pinned is not None:
+            pinned.mark_delivered()
+        return False
 
     # ------------------------------------------------------------- handshake
 

@@ -553,8 +553,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
             # Taken but not delivered: pinned, as the general path leaves it.
             engine.pin_accepted(data, fresh)
             self._raise_transport_error(exc)
-        engine.consume_outgoing(sent)
-        if engine.has_outgoing():
+        if engine.consume_outgoing(sent):
             engine.pin_accepted(data, fresh)
 
     def _send_without_waiting(self) -> None:

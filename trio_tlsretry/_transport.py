@@ -148,13 +148,18 @@ class _SocketIO(TransportSender):
 
     def try_send(self, data: memoryview) -> int:
         """Send a prefix of ``data`` without waiting; 0 if the socket is full."""
-        if self._socket.did_shutdown_SHUT_WR:
-            raise trio.ClosedResourceError("the transport's write side was shut down")
+        # On every small send_all's path: _fileno() and the shutdown check
+        # (a Python property) are inlined or left to the failure path.
+        fd = self._socket.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the transport socket was closed")
         try:
-            return os.write(self._fileno(), data)
+            return os.write(fd, data)
         except BlockingIOError:
             return 0
         except OSError as exc:
+            if self._socket.did_shutdown_SHUT_WR:
+                raise trio.ClosedResourceError("the transport's write side was shut down") from exc
             raise _socket_error(exc) from exc
 
     async def send(self, data: memoryview) -> int:
@@ -168,8 +173,12 @@ class _SocketIO(TransportSender):
         # times the syscall when only a small record has arrived. One buffer
         # per thread: the caller copies the data into the incoming BIO before
         # anything else can run on this thread.
-        fd = self._fileno()
-        buffer = _scratch_buffer(max_bytes)
+        fd = self._socket.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the transport socket was closed")
+        buffer: memoryview | None = getattr(_scratch, "buffer", None)
+        if buffer is None or len(buffer) != max_bytes:
+            buffer = _scratch_buffer(max_bytes)
         try:
             n = os.readv(fd, (buffer,))
         except BlockingIOError:
