@@ -169,3 +169,60 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
     ca.configure_trust(ctx)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     return ctx
+
+
+class ManualPeer:
+    """A pyOpenSSL TLS 1.2 server that the test drives one step at a time.
+
+    For tests that need the peer to do nothing at a chosen moment (not read,
+    not answer) and then act: :meth:`pump` reads once and answers whatever
+    OpenSSL wants to send; application data goes to :attr:`received`.
+    """
+
+    def __init__(self, transport: trio.abc.Stream, ctx: SSL.Context) -> None:
+        self.transport = transport
+        self.conn = SSL.Connection(ctx, None)
+        self.conn.set_accept_state()
+        self.received = bytearray()
+
+    async def flush(self) -> None:
+        while True:
+            try:
+                data = self.conn.bio_read(1 << 20)
+            except SSL.WantReadError:
+                return
+            await self.transport.send_all(data)
+
+    async def handshake(self) -> None:
+        while True:
+            try:
+                self.conn.do_handshake()
+            except SSL.WantReadError:
+                await self.flush()
+                self.conn.bio_write(await self.transport.receive_some())
+                continue
+            await self.flush()
+            return
+
+    async def request_renegotiation(self) -> None:
+        """Send a HelloRequest; the renegotiation completes through pump()."""
+        assert self.conn.renegotiate()
+        try:
+            self.conn.do_handshake()
+        except SSL.WantReadError:
+            pass
+        await self.flush()
+
+    async def pump(self) -> None:
+        """One transport read, processed; then send what OpenSSL queued."""
+        self.conn.bio_write(await self.transport.receive_some())
+        try:
+            self.conn.do_handshake()
+        except SSL.WantReadError:
+            pass
+        while True:
+            try:
+                self.received.extend(self.conn.recv(1 << 16))
+            except SSL.WantReadError:
+                break
+        await self.flush()

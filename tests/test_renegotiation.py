@@ -3,7 +3,6 @@ our client is inside a large send_all and data flows both ways."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 
@@ -11,8 +10,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
-from OpenSSL import SSL
-from pyopenssl_peer import PyOpenSSLPeer, client_context, server_context
+from pyopenssl_peer import ManualPeer, PyOpenSSLPeer, client_context, server_context
 
 from trio_tlsretry import StreamState, TLSStream
 from trio_tlsretry.testing import cancel_at_checkpoint, exact_progress_stream_pair
@@ -159,52 +157,23 @@ async def test_receiver_sends_its_handshake_answer_when_the_blocked_sender_is_ca
     ca = trustme.CA()
     client_transport, peer_transport = small_buffer_transport_pair(transport)
     client = TLSStream(client_transport, client_context(ca), server_hostname="example.org")
-    conn = SSL.Connection(server_context(ca), None)
-    conn.set_accept_state()
-
-    async def peer_flush() -> None:
-        while True:
-            try:
-                data = conn.bio_read(1 << 20)
-            except SSL.WantReadError:
-                return
-            await peer_transport.send_all(data)
-
-    async def peer_handshake() -> None:
-        while True:
-            try:
-                conn.do_handshake()
-            except SSL.WantReadError:
-                await peer_flush()
-                conn.bio_write(await peer_transport.receive_some())
-                continue
-            await peer_flush()
-            return
-
-    received = bytearray()
-
-    async def peer_until_renegotiated_then_reply() -> None:
-        while conn.renegotiate_pending():
-            conn.bio_write(await peer_transport.receive_some())
-            while True:
-                try:
-                    received.extend(conn.recv(1 << 16))
-                except SSL.WantReadError:
-                    break
-            await peer_flush()
-        conn.send(b"pong")
-        await peer_flush()
-
+    peer = ManualPeer(peer_transport, server_context(ca))
     message = os.urandom(200_000)  # one write chunk, far more than 4 KiB
     reply = bytearray()
 
     async def receive_reply() -> None:
         reply.extend(await client.receive_some())
 
+    async def peer_renegotiates_then_replies() -> None:
+        while peer.conn.renegotiate_pending():
+            await peer.pump()
+        peer.conn.send(b"pong")
+        await peer.flush()
+
     # Real time, for the socket: a missed wake-up is a deadlock, and fails here.
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(peer_handshake)
+            nursery.start_soon(peer.handshake)
             await client.do_handshake()
         after_handshake = client.statistics().ciphertext_bytes_sent
         async with trio.open_nursery() as nursery:
@@ -216,37 +185,29 @@ async def test_receiver_sends_its_handshake_answer_when_the_blocked_sender_is_ca
 
             nursery.start_soon(send)
             await trio.testing.wait_all_tasks_blocked()  # send_all holds the transport
-            assert conn.renegotiate()
-            with contextlib.suppress(SSL.WantReadError):
-                conn.do_handshake()  # queues the HelloRequest
-            await peer_flush()  # the HelloRequest
+            await peer.request_renegotiation()
             nursery.start_soon(receive_reply)
             await trio.testing.wait_all_tasks_blocked()
             sent_before_cancel = client.statistics().ciphertext_bytes_sent - after_handshake
             send_scope.cancel()
             await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(peer_until_renegotiated_then_reply)
+            nursery.start_soon(peer_renegotiates_then_replies)
     assert send_scope.cancelled_caught and 0 < sent_before_cancel < len(message)
     assert reply == b"pong"
-    assert conn.total_renegotiations() == 1
+    assert peer.conn.total_renegotiations() == 1
     # The cancelled send_all's encrypted chunk went out whole (no torn record);
     # retrying it delivers the rest.
-    assert message.startswith(bytes(received)) and received
-    with trio.fail_after(60):
+    assert message.startswith(bytes(peer.received)) and peer.received
+    with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
 
-            async def peer_receive_rest() -> None:
-                while len(received) < len(message):
-                    conn.bio_write(await peer_transport.receive_some())
-                    while True:
-                        try:
-                            received.extend(conn.recv(1 << 16))
-                        except SSL.WantReadError:
-                            break
+            async def peer_receives_the_rest() -> None:
+                while len(peer.received) < len(message):
+                    await peer.pump()
 
-            nursery.start_soon(peer_receive_rest)
+            nursery.start_soon(peer_receives_the_rest)
             await client.send_all(message)
-    assert received == message
+    assert peer.received == message
     await trio.aclose_forcefully(client)
 
 
@@ -258,51 +219,14 @@ async def test_small_send_during_a_renegotiation_is_retried_whole() -> None:
     ca = trustme.CA()
     client_transport, peer_transport = transport_pair("socket", capacity=0)
     client = TLSStream(client_transport, client_context(ca), server_hostname="example.org")
-    conn = SSL.Connection(server_context(ca), None)
-    conn.set_accept_state()
-    received = bytearray()
-
-    async def peer_flush() -> None:
-        while True:
-            try:
-                data = conn.bio_read(1 << 20)
-            except SSL.WantReadError:
-                return
-            await peer_transport.send_all(data)
-
-    async def peer_pump() -> None:
-        # Feed whatever arrives; flush whatever OpenSSL wants to send.
-        conn.bio_write(await peer_transport.receive_some())
-        with contextlib.suppress(SSL.WantReadError):
-            conn.do_handshake()
-        while True:
-            try:
-                received.extend(conn.recv(1 << 16))
-            except SSL.WantReadError:
-                break
-        await peer_flush()
-
-    async def peer_handshake() -> None:
-        while True:
-            try:
-                conn.do_handshake()
-            except SSL.WantReadError:
-                await peer_flush()
-                conn.bio_write(await peer_transport.receive_some())
-                continue
-            await peer_flush()
-            return
-
+    peer = ManualPeer(peer_transport, server_context(ca))
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(peer_handshake)
+            nursery.start_soon(peer.handshake)
             await client.do_handshake()
-        assert conn.renegotiate()
-        with contextlib.suppress(SSL.WantReadError):
-            conn.do_handshake()
-        await peer_flush()  # HelloRequest
-        # Our receiver reads it and answers with a ClientHello; nothing else
-        # comes, so stop it once it waits for more.
+        await peer.request_renegotiation()
+        # Our receiver reads the HelloRequest and answers with a ClientHello;
+        # nothing else comes, so stop it once it waits for more.
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.receive_some)
             await trio.testing.wait_all_tasks_blocked()
@@ -310,10 +234,10 @@ async def test_small_send_during_a_renegotiation_is_retried_whole() -> None:
         retries_before = client.statistics().write_retries
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.send_all, b"hello")
-            while received != b"hello" or conn.renegotiate_pending():
-                await peer_pump()
-    assert received == b"hello"
+            while peer.received != b"hello" or peer.conn.renegotiate_pending():
+                await peer.pump()
+    assert peer.received == b"hello"
     assert client.statistics().write_retries > retries_before
     assert client.statistics().state is StreamState.OPEN
-    assert conn.total_renegotiations() == 1
+    assert peer.conn.total_renegotiations() == 1
     await trio.aclose_forcefully(client)

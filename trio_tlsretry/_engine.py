@@ -248,16 +248,8 @@ class TLSEngine:
         pinned = self.pinned
         if pinned is None:  # pragma: no cover - internal misuse
             raise RuntimeError("write_pinned_chunk() without a pinned write")
-        chunk = pinned.next_chunk(self.write_chunk)
-        if self._may_renegotiate():
-            self.pump_incoming()
-        try:
-            self.ssl_object.write(chunk)
-        except ssl.SSLWantReadError:
-            self.write_retries += 1
-            self._note_output()
+        if not self._write(pinned.next_chunk(self.write_chunk)):
             return False
-        self.plaintext_bytes_sent += len(chunk)
         pinned.accept_chunk()
         self._note_output()
         return True
@@ -275,15 +267,8 @@ class TLSEngine:
         was taken, and the caller pins ``data`` (:meth:`pin`) so the retry
         passes the same bytes.
         """
-        if not self._tls13 and self._may_renegotiate():
-            self.pump_incoming()
-        try:
-            self.ssl_object.write(data)
-        except ssl.SSLWantReadError:
-            self.write_retries += 1
-            self._note_output()
+        if not self._write(data):
             return None
-        self.plaintext_bytes_sent += len(data)
         head = self._head = memoryview(self.outgoing.read())
         if len(head) > self.max_outgoing_ciphertext_bytes:
             self.max_outgoing_ciphertext_bytes = len(head)
@@ -294,6 +279,19 @@ class TLSEngine:
         pinned = self.pin(source, data)
         pinned.accepted = len(data)
         return pinned
+
+    def _write(self, data: bytes | memoryview) -> bool:
+        """``SSLObject.write``; ``False`` if it wants to read first (nothing taken)."""
+        if self._may_renegotiate():
+            self.pump_incoming()
+        try:
+            self.ssl_object.write(data)
+        except ssl.SSLWantReadError:
+            self.write_retries += 1
+            self._note_output()
+            return False
+        self.plaintext_bytes_sent += len(data)
+        return True
 
     def _may_renegotiate(self) -> bool:
         # Renegotiation exists only before TLS 1.3; the version is known once

@@ -508,17 +508,9 @@ class TLSStream(trio.abc.HalfCloseableStream):
             if engine.has_outgoing():
                 await self._flush()
                 continue
-            pinned = engine.pinned
-            if pinned is None:
+            accepted = self._write_next_chunk()
+            if accepted is None:
                 return
-            if not pinned.unaccepted:
-                pinned.mark_delivered()
-                engine.unpin()
-                return
-            try:
-                accepted = engine.write_pinned_chunk()
-            except (ssl.SSLError, ssl.CertificateError) as exc:
-                self._raise_tls_error(exc)
             if accepted or engine.has_outgoing():
                 continue
             if engine.buffered_plaintext_bytes >= PLAINTEXT_BUFFER_LIMIT:
@@ -529,6 +521,27 @@ class TLSStream(trio.abc.HalfCloseableStream):
                     ssl.SSLEOFError("the transport closed during a renegotiation")
                 )
             await self._receive()
+
+    def _write_next_chunk(self) -> bool | None:
+        """With the queue empty, the engine's part of one step of the pinned write.
+
+        ``None``: the write is complete (it is marked delivered and
+        unpinned), or there is none. ``True``: the next chunk was encrypted
+        into the queue. ``False``: OpenSSL wants to read first and took
+        nothing (it may have queued handshake bytes to send).
+        """
+        engine = self._engine
+        pinned = engine.pinned
+        if pinned is None:
+            return None
+        if not pinned.unaccepted:
+            pinned.mark_delivered()
+            engine.unpin()
+            return None
+        try:
+            return engine.write_pinned_chunk()
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            self._raise_tls_error(exc)
 
     def _send_small(self, data: object, fresh: bytes) -> None:
         """One record's worth, one ``write``, one socket send, no await.
@@ -578,18 +591,8 @@ class TLSStream(trio.abc.HalfCloseableStream):
                     return
                 engine.consume_outgoing(sent)
                 continue
-            pinned = engine.pinned
-            if pinned is None:
-                return
-            if not pinned.unaccepted:
-                pinned.mark_delivered()
-                engine.unpin()
-                return
-            try:
-                if not engine.write_pinned_chunk():
-                    return
-            except (ssl.SSLError, ssl.CertificateError) as exc:
-                self._raise_tls_error(exc)
+            if not self._write_next_chunk():
+                return  # all sent and unpinned, or OpenSSL wants to read first
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt and send all of ``data``.

@@ -163,6 +163,8 @@ class _SocketIO(TransportSender):
             raise _socket_error(exc) from exc
 
     async def send(self, data: memoryview) -> int:
+        if not data:
+            return 0  # try_send's 0 would mean "full", and we would wait for ever
         while not (sent := self.try_send(data)):
             await trio.lowlevel.wait_writable(self._fileno())
         return sent
