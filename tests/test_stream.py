@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_tlsretry import NeedHandshakeError, StreamState, TLSStream
+from trio_tlsretry import NeedHandshakeError, StreamState, TLSStream, _transport
 from trio_tlsretry._engine import DEFAULT_WRITE_CHUNK
 from trio_tlsretry.testing import make_tls_contexts, tls_memory_stream_pair
 
@@ -255,3 +255,44 @@ async def test_statistics_is_a_frozen_snapshot() -> None:
     assert server.statistics().plaintext_bytes_received == 5
     with pytest.raises(AttributeError):
         after.pinned_bytes = 3  # type: ignore[misc]
+
+
+async def socket_tls_pair() -> tuple[TLSStream, TLSStream]:
+    contexts = make_tls_contexts()
+    sock_a, sock_b = trio.socket.socketpair()
+    client = TLSStream(
+        trio.SocketStream(sock_a), contexts.client, server_hostname=contexts.hostname
+    )
+    server = TLSStream(trio.SocketStream(sock_b), contexts.server, server_side=True)
+    await handshake_both(client, server)
+    return client, server
+
+
+@pytest.mark.parametrize("stdlib_fileno", [True, False])
+async def test_socket_fast_paths_work_with_or_without_trio_internals(
+    stdlib_fileno: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The socket sender calls the standard socket's fileno() directly when
+    # trio's socket wrapper exposes it, and trio's own method otherwise.
+    if not stdlib_fileno:
+
+        class NotASocket:
+            pass
+
+        monkeypatch.setattr(_transport, "_StdlibSocket", NotASocket)
+    client, server = await socket_tls_pair()
+    sender = client._sender  # type: ignore[attr-defined]
+    assert (sender._fd_of == client.transport_stream.socket.fileno) is not stdlib_fileno  # type: ignore[attr-defined]
+    for size in (1, 100, 70_000):
+        payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all, payload)
+            assert await receive_exactly(server, len(payload)) == payload
+    # The socket closed behind the stream's back: a clear error, not a
+    # read or write on a stale file descriptor.
+    client.transport_stream.socket.close()  # type: ignore[attr-defined]
+    with pytest.raises(trio.BrokenResourceError) as info:
+        await client.send_all(b"after close")
+    assert isinstance(info.value.__cause__, trio.ClosedResourceError)
+    await client.aclose()
+    await server.aclose()

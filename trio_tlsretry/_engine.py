@@ -147,7 +147,7 @@ class TLSEngine:
         them, and flushing them from a receive could deadlock against a client
         that only sends over an unbuffered transport (python-trio/trio#819).
         """
-        return self.outgoing_ciphertext_bytes > self._deferrable_bytes
+        return len(self._head) + self.outgoing.pending > self._deferrable_bytes
 
     def _note_output(self) -> None:
         # Called after every engine call that may have produced ciphertext.
@@ -282,7 +282,7 @@ class TLSEngine:
 
     def _write(self, data: bytes | memoryview) -> bool:
         """``SSLObject.write``; ``False`` if it wants to read first (nothing taken)."""
-        if self._may_renegotiate():
+        if not self._tls13 and self._may_renegotiate():
             self.pump_incoming()
         try:
             self.ssl_object.write(data)
@@ -418,7 +418,11 @@ class TLSEngine:
                 raise
             # Hand over what was decrypted before the error; report it next.
             self._eof_after_plaintext = exc
-        self._note_output()
+        # _note_output(), inlined (reading may queue a reply, e.g. to a
+        # KeyUpdate or a renegotiation).
+        pending = len(self._head) + self.outgoing.pending
+        if pending > self.max_outgoing_ciphertext_bytes:
+            self.max_outgoing_ciphertext_bytes = pending
         if not pieces:
             return None
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
