@@ -129,7 +129,7 @@ def _socket_error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourc
 class _SocketIO(TransportSender):
     """Non-blocking I/O on a ``SocketStream``'s file descriptor.
 
-    Each ``os.write``/``os.read`` either moves a known number of bytes or
+    Each ``os.write``/``os.readv`` either moves a known number of bytes or
     fails with ``BlockingIOError`` having moved none; only the wait for
     readiness can be cancelled. That makes every send exactly accounted, and
     skips the scheduler round trip Trio's socket methods make after an
