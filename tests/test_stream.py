@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import ssl
+import weakref
 
 import pytest
 import trio
@@ -296,3 +298,17 @@ async def test_socket_fast_paths_work_with_or_without_trio_internals(
     assert isinstance(info.value.__cause__, trio.ClosedResourceError)
     await client.aclose()
     await server.aclose()
+
+
+async def test_streams_can_be_weakly_referenced_like_trio_sslstream() -> None:
+    # A drop-in replacement: code that keeps live trio.SSLStreams in a
+    # WeakSet (servers, connection pools) must work with TLSStream too.
+    client, server = tls_memory_stream_pair()
+    live = weakref.WeakSet([client, server])
+    assert len(live) == 2
+    ref = weakref.ref(client)
+    await client.aclose()
+    await server.aclose()
+    del client, server
+    gc.collect()
+    assert ref() is None and not live

@@ -80,8 +80,11 @@ class TLSStream(trio.abc.HalfCloseableStream):
         context, or no ``server_hostname`` while ``check_hostname`` is on).
     """
 
-    # Thousands of idle connections are common; no per-instance dict.
+    # Thousands of idle connections are common; no per-instance dict. A weak
+    # reference slot, though: trio.SSLStream can be weakly referenced (by a
+    # WeakSet of live connections, say), and a drop-in must allow it too.
     __slots__ = (
+        "__weakref__",
         "_client_certificate_requested",
         "_engine",
         "_failure",
