@@ -141,8 +141,8 @@ def small_buffer_transport_pair(kind: str) -> tuple[trio.abc.Stream, trio.abc.St
     return trio.SocketStream(sock_a), trio.SocketStream(sock_b)
 
 
-# Over the socket the receiver waits through the stream's socket fast path,
-# over the exact-progress pair through the general one; both must be woken.
+# Over the socket the receiver waits on the raw socket, over the exact-progress
+# pair in the transport's receive_some; both waits must be woken.
 @pytest.mark.parametrize("transport", ["exact", "socket"])
 async def test_receiver_sends_its_handshake_answer_when_the_blocked_sender_is_cancelled(
     transport: str,

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_tlsretry import NeedHandshakeError, StreamState, TLSStream, _transport
+from trio_tlsretry import NeedHandshakeError, StreamState, TLSStream
 from trio_tlsretry._engine import DEFAULT_WRITE_CHUNK
 from trio_tlsretry.testing import make_tls_contexts, tls_memory_stream_pair
 
@@ -270,21 +270,8 @@ async def socket_tls_pair() -> tuple[TLSStream, TLSStream]:
     return client, server
 
 
-@pytest.mark.parametrize("stdlib_fileno", [True, False])
-async def test_socket_fast_paths_work_with_or_without_trio_internals(
-    stdlib_fileno: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The socket sender calls the standard socket's fileno() directly when
-    # trio's socket wrapper exposes it, and trio's own method otherwise.
-    if not stdlib_fileno:
-
-        class NotASocket:
-            pass
-
-        monkeypatch.setattr(_transport, "_StdlibSocket", NotASocket)
+async def test_socket_fast_paths_and_a_socket_closed_behind_the_streams_back() -> None:
     client, server = await socket_tls_pair()
-    sender = client._sender  # type: ignore[attr-defined]
-    assert (sender._fd_of == client.transport_stream.socket.fileno) is not stdlib_fileno  # type: ignore[attr-defined]
     for size in (1, 100, 70_000):
         payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
         async with trio.open_nursery() as nursery:

@@ -147,7 +147,7 @@ class TLSEngine:
         them, and flushing them from a receive could deadlock against a client
         that only sends over an unbuffered transport (python-trio/trio#819).
         """
-        return len(self._head) + self.outgoing.pending > self._deferrable_bytes
+        return self.outgoing_ciphertext_bytes > self._deferrable_bytes
 
     def _note_output(self) -> None:
         # Called after every engine call that may have produced ciphertext.
@@ -270,8 +270,7 @@ class TLSEngine:
         if not self._write(data):
             return None
         head = self._head = memoryview(self.outgoing.read())
-        if len(head) > self.max_outgoing_ciphertext_bytes:
-            self.max_outgoing_ciphertext_bytes = len(head)
+        self._note_output()
         return head
 
     def pin_accepted(self, source: object, data: bytes) -> PinnedWrite:
@@ -282,7 +281,7 @@ class TLSEngine:
 
     def _write(self, data: bytes | memoryview) -> bool:
         """``SSLObject.write``; ``False`` if it wants to read first (nothing taken)."""
-        if not self._tls13 and self._may_renegotiate():
+        if self._may_renegotiate():
             self.pump_incoming()
         try:
             self.ssl_object.write(data)
@@ -385,9 +384,8 @@ class TLSEngine:
         if self.peer_closed:
             return b""
         ssl_object = self.ssl_object
-        incoming = self.incoming
-        if not incoming.pending and not incoming.eof and not ssl_object.pending():
-            return None  # nothing_to_decrypt()
+        if self.nothing_to_decrypt():
+            return None
         pieces: list[bytes] = []
         wanted = max_bytes
         try:
@@ -399,11 +397,8 @@ class TLSEngine:
                     raise ssl.SSLZeroReturnError("close_notify received")
                 pieces.append(piece)
                 wanted -= len(piece)
-                # As nothing_to_decrypt(), inlined: this loop is on every
-                # receive's path. Skips the SSLWantReadError the next read
-                # would raise.
-                if not incoming.pending and not incoming.eof and not ssl_object.pending():
-                    break
+                if self.nothing_to_decrypt():
+                    break  # skip the SSLWantReadError the next read would raise
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLZeroReturnError:
@@ -418,11 +413,7 @@ class TLSEngine:
                 raise
             # Hand over what was decrypted before the error; report it next.
             self._eof_after_plaintext = exc
-        # _note_output(), inlined (reading may queue a reply, e.g. to a
-        # KeyUpdate or a renegotiation).
-        pending = len(self._head) + self.outgoing.pending
-        if pending > self.max_outgoing_ciphertext_bytes:
-            self.max_outgoing_ciphertext_bytes = pending
+        self._note_output()
         if not pieces:
             return None
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)

@@ -34,8 +34,6 @@ TRANSPORT_RECEIVE_SIZE: Final = 256 * 1024
 #: Seconds a failed handshake spends trying to send its alert.
 ALERT_TIMEOUT: Final = 1.0
 
-_OPEN: Final = StreamState.OPEN
-
 _T = TypeVar("_T")
 
 
@@ -278,59 +276,6 @@ class TLSStream(trio.abc.HalfCloseableStream):
             await self._flush()
             return True
         return False
-
-    def _receive_without_waiting(self) -> bool:
-        """One non-blocking socket read into the engine; whether it got anything.
-
-        Only when nobody holds the receive lock (the caller checks): with no
-        await here, nobody can take it meanwhile. An EOF counts as something.
-        """
-        try:
-            data = self._sender.try_receive(TRANSPORT_RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._raise_transport_error(exc)
-        if data is None:
-            return False
-        self._engine.receive_ciphertext(data)
-        self._transport_receives += 1
-        return True
-
-    async def _wait_for_socket(self) -> None:
-        """Wait until the socket is readable and read it into the engine.
-
-        ``_receive`` for the common case, with fewer frames between the
-        wake-up and the data: the transport is a socket that was just found
-        empty, and the caller checked that nobody holds the receive lock
-        (nothing has run since, so we can take it without waiting).
-        """
-        lock = self._transport_receive_lock
-        lock.locked = True
-        try:
-            io = self._sender
-            engine = self._engine
-            try:
-                if engine.must_flush_before_receiving():
-                    # See ``_receive``: a send holding the transport has our
-                    # handshake bytes; if it stops early it wakes us.
-                    with trio.CancelScope() as scope:
-                        self._receive_scope = scope
-                        try:
-                            await io.wait_receivable()
-                        finally:
-                            self._receive_scope = None
-                    if scope.cancelled_caught:
-                        return
-                else:
-                    await io.wait_receivable()
-                data = io.try_receive(TRANSPORT_RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._raise_transport_error(exc)
-            if data is not None:
-                # No await since the read: see ``_receive``.
-                engine.receive_ciphertext(data)
-                self._transport_receives += 1
-        finally:
-            lock.release()
 
     async def _receive(self) -> bool:
         """Move one transport read of ciphertext into the engine.
@@ -623,8 +568,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
         with self._send_conflict:
             # Cancelled here, the call did nothing at all: nothing is pinned.
             await checkpoint_if_cancelled()
-            if self._state is not _OPEN:
-                self._check_usable()
+            self._check_usable()
             if self._sent_eof:
                 raise trio.ClosedResourceError("send_eof() was already called")
             if (
@@ -712,10 +656,8 @@ class TLSStream(trio.abc.HalfCloseableStream):
         engine = self._engine
         with self._receive_conflict:
             await checkpoint_if_cancelled()
-            if self._state is not _OPEN:
-                self._check_usable()
+            self._check_usable()
             yielded = False if engine.handshake_done else await self._ensure_handshake()
-            io = self._sender
             while True:
                 # Once ``read`` returns plaintext nothing may await with it in
                 # hand except the shielded checkpoint below, so a cancellation
@@ -727,14 +669,10 @@ class TLSStream(trio.abc.HalfCloseableStream):
                 except (ssl.SSLError, ssl.CertificateError) as exc:
                     self._raise_tls_error(exc)
                 if data is not None:
-                    # Only a send operation or verify_client_post_handshake
-                    # can be parked there; test the cheap flags first.
-                    if (self._send_conflict.held or self._pha_conflict.held) and len(
-                        self._plaintext_drained
-                    ):
+                    if len(self._plaintext_drained):
                         self._plaintext_drained.unpark_all()
                     break
-                if engine.must_flush_before_receiving() and await self._flush_if_needed():
+                if await self._flush_if_needed():
                     # Handshake data (renegotiation, post-handshake messages)
                     # the peer may be waiting for went out; ask again.
                     yielded = True
@@ -743,17 +681,9 @@ class TLSStream(trio.abc.HalfCloseableStream):
                     # like OpenSSL's own unexpected-EOF error.
                     data = self._eof_without_close_notify(ssl.SSLEOFError("the transport closed"))
                     break
-                elif io.raw and not self._transport_receive_lock.locked:
-                    # Nobody else is reading: try the socket without the lock
-                    # or an await (nothing can run between the read and the
-                    # engine taking the bytes), and only wait if it is empty.
-                    if not self._receive_without_waiting():
-                        await self._wait_for_socket()
-                        yielded = True
                 elif await self._receive():
                     yielded = True
-                if self._state is not _OPEN:
-                    self._check_usable()
+                self._check_usable()
         if not yielded:
             await cancel_shielded_checkpoint()
         return data

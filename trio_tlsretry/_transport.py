@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import sys
 import threading
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 import trio
 
@@ -107,10 +106,6 @@ class _ExactSender(TransportSender):
 
 _scratch = threading.local()
 
-# What a trio socket wraps (a name of our own so a test can pretend it wraps
-# something else).
-_StdlibSocket = socket.socket
-
 
 def _scratch_buffer(size: int) -> memoryview:
     """This thread's receive buffer, ``size`` bytes long."""
@@ -144,29 +139,18 @@ class _SocketIO(TransportSender):
     def __init__(self, transport: trio.SocketStream) -> None:
         super().__init__(transport)
         self._socket = transport.socket
-        # The standard socket's own fileno (-1 once closed), called on every
-        # send and read; trio's wrapper method only forwards to it. Falls
-        # back to the wrapper if trio's internals ever change.
-        stdlib_socket = getattr(self._socket, "_sock", None)
-        self._fd_of: Callable[[], int] = (
-            stdlib_socket.fileno
-            if isinstance(stdlib_socket, _StdlibSocket)
-            else self._socket.fileno
-        )
 
     def _fileno(self) -> int:
-        fd = self._fd_of()
+        fd = self._socket.fileno()
         if fd < 0:
             raise trio.ClosedResourceError("the transport socket was closed")
         return fd
 
     def try_send(self, data: memoryview) -> int:
         """Send a prefix of ``data`` without waiting; 0 if the socket is full."""
-        # On every small send_all's path: _fileno() and the shutdown check
-        # (a Python property) are inlined or left to the failure path.
-        fd = self._fd_of()
-        if fd < 0:
-            raise trio.ClosedResourceError("the transport socket was closed")
+        # The shutdown check (a Python property) is left to the failure path:
+        # this runs on every small send_all.
+        fd = self._fileno()
         try:
             return os.write(fd, data)
         except BlockingIOError:
@@ -189,12 +173,8 @@ class _SocketIO(TransportSender):
         # times the syscall when only a small record has arrived. One buffer
         # per thread: the caller copies the data into the incoming BIO before
         # anything else can run on this thread.
-        fd = self._fd_of()
-        if fd < 0:
-            raise trio.ClosedResourceError("the transport socket was closed")
-        buffer: memoryview | None = getattr(_scratch, "buffer", None)
-        if buffer is None or len(buffer) != max_bytes:
-            buffer = _scratch_buffer(max_bytes)
+        fd = self._fileno()
+        buffer = _scratch_buffer(max_bytes)
         try:
             n = os.readv(fd, (buffer,))
         except BlockingIOError:
