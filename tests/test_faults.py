@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 import pytest
 import trio
@@ -35,10 +36,30 @@ DEADLINE = 100
 _CONTEXTS: dict[ssl.TLSVersion, TLSContexts] = {}
 
 
+_W = TypeVar("_W", bound=trio.abc.Stream)
+
+
 def contexts_for(version: ssl.TLSVersion) -> TLSContexts:
     if version not in _CONTEXTS:
         _CONTEXTS[version] = make_tls_contexts(maximum_version=version)
     return _CONTEXTS[version]
+
+
+class Recorder(Generic[_W]):
+    """A ``wrap_client``/``wrap_server`` for :func:`pair` that keeps the wrapper it made."""
+
+    def __init__(self, make: Callable[[trio.abc.Stream], _W]) -> None:
+        self._make = make
+        self._stream: _W | None = None
+
+    def __call__(self, stream: trio.abc.Stream) -> trio.abc.Stream:
+        self._stream = self._make(stream)
+        return self._stream
+
+    @property
+    def stream(self) -> _W:
+        assert self._stream is not None, "pair() has not wrapped a transport yet"
+        return self._stream
 
 
 def pair(
@@ -103,13 +124,9 @@ async def test_reset_mid_record_on_receive(
     version: ssl.TLSVersion, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Complete records before the reset are delivered; then BrokenResourceError."""
-    failing: list[FailingStream] = []
+    failing = Recorder(FailingStream)
 
-    def wrap(stream: trio.abc.Stream) -> trio.abc.Stream:
-        failing.append(FailingStream(stream))
-        return failing[0]
-
-    client, server = pair(version, wrap_server=wrap)
+    client, server = pair(version, wrap_server=failing)
     with trio.fail_after(DEADLINE):
         await handshake(client, server)
         before = client.statistics().ciphertext_bytes_sent
@@ -117,7 +134,7 @@ async def test_reset_mid_record_on_receive(
         first_record = client.statistics().ciphertext_bytes_sent - before
         await client.send_all(b"B" * 100)
         # The reset comes 10 bytes into the second record.
-        failing[0].fail_after_received = failing[0].bytes_received + first_record + 10
+        failing.stream.fail_after_received = failing.stream.bytes_received + first_record + 10
         assert await server.receive_some() == b"A" * 100
         with pytest.raises(trio.BrokenResourceError) as info:
             await server.receive_some()
@@ -138,18 +155,14 @@ async def test_reset_mid_record_on_send(
     version: ssl.TLSVersion, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A send that dies half-way breaks the sender; the peer never gets torn plaintext."""
-    failing: list[FailingStream] = []
+    failing = Recorder(FailingStream)
 
-    def wrap(stream: trio.abc.Stream) -> trio.abc.Stream:
-        failing.append(FailingStream(stream))
-        return failing[0]
-
-    client, server = pair(version, wrap_client=wrap)
+    client, server = pair(version, wrap_client=failing)
     with trio.fail_after(DEADLINE):
         await handshake(client, server)
         await client.send_all(b"whole")
         assert await server.receive_some() == b"whole"
-        failing[0].fail_after_sent = failing[0].bytes_sent + 50
+        failing.stream.fail_after_sent = failing.stream.bytes_sent + 50
         with pytest.raises(trio.BrokenResourceError) as info:
             await client.send_all(b"x" * 1000)
         assert isinstance(transport_cause(info.value).__cause__, ConnectionResetError)
@@ -186,17 +199,15 @@ async def test_transport_send_raising_oserror(
     version: ssl.TLSVersion, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A raw OSError from a transport (e.g. a custom socket wrapper) is a broken stream."""
-    raising: list[FailingStream] = []
+    raising = Recorder(
+        functools.partial(FailingStream, error=lambda: ConnectionResetError(104, "reset"))
+    )
 
-    def wrap(stream: trio.abc.Stream) -> trio.abc.Stream:
-        raising.append(FailingStream(stream, error=lambda: ConnectionResetError(104, "reset")))
-        return raising[0]
-
-    client, server = pair(version, wrap_client=wrap)
+    client, server = pair(version, wrap_client=raising)
     with trio.fail_after(DEADLINE):
         await handshake(client, server)
         # Fail half-way through the next record.
-        raising[0].fail_after_sent = raising[0].bytes_sent + 500
+        raising.stream.fail_after_sent = raising.stream.bytes_sent + 500
         with pytest.raises(trio.BrokenResourceError) as info:
             await client.send_all(b"x" * 1000)
         assert isinstance(info.value.__cause__, ConnectionResetError)
@@ -207,19 +218,17 @@ async def test_transport_send_raising_oserror(
 async def test_unexpected_transport_exception_does_not_resend(
     version: ssl.TLSVersion, autojump_clock: trio.testing.MockClock
 ) -> None:
-    raising: list[FailingStream] = []
+    raising = Recorder(
+        functools.partial(FailingStream, error=lambda: RuntimeError("buggy transport"))
+    )
 
-    def wrap(stream: trio.abc.Stream) -> trio.abc.Stream:
-        raising.append(FailingStream(stream, error=lambda: RuntimeError("buggy transport")))
-        return raising[0]
-
-    client, server = pair(version, wrap_client=wrap)
+    client, server = pair(version, wrap_client=raising)
     with trio.fail_after(DEADLINE):
         await handshake(client, server)
-        raising[0].fail_after_sent = raising[0].bytes_sent + 500
+        raising.stream.fail_after_sent = raising.stream.bytes_sent + 500
         with pytest.raises(RuntimeError):
             await client.send_all(b"x" * 1000)
-        raising[0].fail_after_sent = None
+        raising.stream.fail_after_sent = None
         # Half a record may be on the wire: the stream must refuse to go on.
         with pytest.raises(trio.BrokenResourceError):
             await client.send_all(b"y" * 10)
@@ -338,13 +347,9 @@ async def test_transport_failing_under_blocked_tasks(
     version: ssl.TLSVersion, autojump_clock: trio.testing.MockClock
 ) -> None:
     """The transport breaks while tasks wait in send_all and receive_some."""
-    failing: list[FailingStream] = []
+    failing = Recorder(FailingStream)
 
-    def wrap(stream: trio.abc.Stream) -> trio.abc.Stream:
-        failing.append(FailingStream(stream))
-        return failing[0]
-
-    client, server = pair(version, wrap_client=wrap, transport="exact", capacity=1000)
+    client, server = pair(version, wrap_client=failing, transport="exact", capacity=1000)
     results: dict[str, BaseException | None] = {}
 
     async def sender() -> None:
@@ -359,7 +364,7 @@ async def test_transport_failing_under_blocked_tasks(
             nursery.start_soon(sender)
             nursery.start_soon(receiver)
             await trio.testing.wait_all_tasks_blocked()
-            failing[0].fail_now()
+            failing.stream.fail_now()
     assert isinstance(results["send"], trio.BrokenResourceError), results
     assert isinstance(results["receive"], trio.BrokenResourceError), results
     assert client.statistics().state is StreamState.BROKEN
@@ -395,13 +400,9 @@ async def test_peer_closing_its_transport_under_blocked_tasks(
 async def test_eof_triggered_under_a_blocked_receive(
     version: ssl.TLSVersion, autojump_clock: trio.testing.MockClock
 ) -> None:
-    eofs: list[AbruptEOFStream] = []
+    eofs = Recorder(AbruptEOFStream)
 
-    def wrap(stream: trio.abc.Stream) -> trio.abc.Stream:
-        eofs.append(AbruptEOFStream(stream))
-        return eofs[0]
-
-    client, server = pair(version, wrap_client=wrap)
+    client, server = pair(version, wrap_client=eofs)
     with trio.fail_after(DEADLINE):
         await handshake(client, server)
         async with trio.open_nursery() as nursery:
@@ -413,7 +414,7 @@ async def test_eof_triggered_under_a_blocked_receive(
 
             nursery.start_soon(receiver)
             await trio.testing.wait_all_tasks_blocked()
-            eofs[0].trigger_eof()
+            eofs.stream.trigger_eof()
 
 
 @pytest.mark.parametrize("version", VERSIONS)
