@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 import trio.testing
+from streamtools import handshake
 
 from trio_tlsretry import StreamState, TLSStream
 from trio_tlsretry._engine import DEFAULT_WRITE_CHUNK
@@ -64,12 +65,6 @@ def make_pair(kind: str, version: ssl.TLSVersion) -> tuple[TLSStream, TLSStream]
     c = contexts(version)
     a, b = transport_pair(kind)
     return tls_stream_pair_over(a, b, client_context=c.client, server_context=c.server)
-
-
-async def handshake_both(client: TLSStream, server: TLSStream) -> None:
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.do_handshake)
-        nursery.start_soon(server.do_handshake)
 
 
 @dataclass
@@ -165,7 +160,7 @@ async def send_case(kind: str, version: ssl.TLSVersion, size: int, k: int) -> st
     peer = Peer(server)
     outcome = "completed"
     async with trio.open_nursery() as nursery:
-        await handshake_both(client, server)
+        await handshake(client, server)
         nursery.start_soon(peer.run)
         result = await cancel_at_checkpoint(k, lambda: client.send_all(message))
         if not result.completed:
@@ -215,7 +210,7 @@ async def other_send_case(kind: str, k: int) -> str:
     second = b"B" * 3000
     peer = Peer(server)
     async with trio.open_nursery() as nursery:
-        await handshake_both(client, server)
+        await handshake(client, server)
         nursery.start_soon(peer.run)
         result = await cancel_at_checkpoint(k, lambda: client.send_all(first))
         outcome = "completed" if result.completed else "usable"
@@ -246,7 +241,7 @@ async def receive_case(kind: str, version: ssl.TLSVersion, k: int) -> str:
     message = bytes(i % 241 for i in range(100_000))
     got = bytearray()
     async with trio.open_nursery() as nursery:
-        await handshake_both(client, server)
+        await handshake(client, server)
         nursery.start_soon(server.send_all, message)
         result = await cancel_at_checkpoint(k, client.receive_some)
         if result.completed:
@@ -331,7 +326,7 @@ async def aclose_case(kind: str, k: int) -> str:
     message = b"m" * (DEFAULT_WRITE_CHUNK + 5000)
     peer = Peer(server)
     async with trio.open_nursery() as nursery:
-        await handshake_both(client, server)
+        await handshake(client, server)
         if kind in EXACT:
             # Leave a pinned remainder for aclose to flush: cancel the send
             # once it has started.
@@ -370,7 +365,7 @@ async def unwrap_case(kind: str, k: int) -> str:
     """Cancel the client's unwrap at checkpoint k; calling again completes it."""
     client, server = make_pair(kind, ssl.TLSVersion.TLSv1_3)
     async with trio.open_nursery() as nursery:
-        await handshake_both(client, server)
+        await handshake(client, server)
         server_result: list[tuple[trio.abc.Stream, bytes | bytearray]] = []
 
         async def server_unwrap() -> None:
@@ -424,7 +419,7 @@ async def test_natural_retry_loop_delivers_exactly_once(
 
     attempts = 0
     async with trio.open_nursery() as nursery:
-        await handshake_both(client, server)
+        await handshake(client, server)
         nursery.start_soon(slow_peer)
         while True:
             attempts += 1

@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 import pytest
 import trio
 import trio.testing
+from streamtools import handshake
 
 from trio_tlsretry import StreamState, TLSStream
 from trio_tlsretry.testing import (
@@ -91,12 +92,6 @@ def pair(
         client_context=contexts.client,
         server_context=contexts.server,
     )
-
-
-async def handshake(client: TLSStream, server: TLSStream) -> None:
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.do_handshake)
-        nursery.start_soon(server.do_handshake)
 
 
 async def outcome_of(operation: Callable[[], Awaitable[object]]) -> BaseException | None:

@@ -27,6 +27,7 @@ from typing import TypeVar
 import pytest
 import trio
 import trio.testing
+from streamtools import handshake, receive_exactly, receive_until_eof
 
 from trio_tlsretry import SendEOFNotSupportedError, StreamState, TLSStream
 from trio_tlsretry.testing import (
@@ -61,12 +62,6 @@ def needs_openssl(test: _F) -> _F:
 # --------------------------------------------------------------- helpers
 
 
-async def handshake(*streams: TLSStream) -> None:
-    async with trio.open_nursery() as nursery:
-        for stream in streams:
-            nursery.start_soon(stream.do_handshake)
-
-
 async def connected_pair(
     version: ssl.TLSVersion | None = TLS13, **kwargs: object
 ) -> tuple[TLSStream, TLSStream]:
@@ -78,13 +73,6 @@ async def connected_pair(
     )
     await handshake(client, server)
     return client, server
-
-
-async def receive_until_eof(stream: trio.abc.ReceiveStream) -> bytes:
-    received = bytearray()
-    while chunk := await stream.receive_some():
-        received += chunk
-    return bytes(received)
 
 
 #: Data that openssl's tools never read as a stdin command (their commands are
@@ -407,15 +395,6 @@ async def client_facing_s_server(
         client = TLSStream(transport, contexts.client, server_hostname=HOSTNAME)
         await client.do_handshake()
         yield client, tool
-
-
-async def receive_exactly(stream: TLSStream, size: int) -> bytes:
-    received = bytearray()
-    while len(received) < size:
-        chunk = await stream.receive_some(size - len(received))
-        assert chunk, "unexpected EOF"
-        received += chunk
-    return bytes(received)
 
 
 @needs_openssl

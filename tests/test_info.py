@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from streamtools import handshake
 
 from trio_tlsretry import NeedHandshakeError, StreamState, TLSStream
 from trio_tlsretry._info import ConnectionInfo
@@ -31,12 +32,6 @@ from trio_tlsretry.testing import (
 
 HOSTNAME = "example.org"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "beyond.rst"
-
-
-async def handshake(*streams: TLSStream) -> None:
-    async with trio.open_nursery() as nursery:
-        for stream in streams:
-            nursery.start_soon(stream.do_handshake)
 
 
 async def connect(contexts: TLSContexts, **kwargs: Any) -> tuple[TLSStream, TLSStream]:

@@ -21,6 +21,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from streamtools import handshake, receive_exactly, receive_until_eof
 
 from trio_tlsretry import StreamState, TLSStream
 from trio_tlsretry._errors import PostHandshakeAuthError
@@ -74,12 +75,6 @@ class PHAContexts:
         return ssl.PEM_cert_to_DER_cert(pem)
 
 
-async def handshake(*streams: TLSStream) -> None:
-    async with trio.open_nursery() as nursery:
-        for stream in streams:
-            nursery.start_soon(stream.do_handshake)
-
-
 async def connected(contexts: PHAContexts, **kwargs: object) -> tuple[TLSStream, TLSStream]:
     client, server = tls_memory_stream_pair(
         client_context=contexts.client,
@@ -88,22 +83,6 @@ async def connected(contexts: PHAContexts, **kwargs: object) -> tuple[TLSStream,
     )
     await handshake(client, server)
     return client, server
-
-
-async def receive_until_eof(stream: trio.abc.ReceiveStream) -> bytes:
-    received = bytearray()
-    while chunk := await stream.receive_some():
-        received += chunk
-    return bytes(received)
-
-
-async def receive_exactly(stream: TLSStream, size: int) -> bytes:
-    received = bytearray()
-    while len(received) < size:
-        chunk = await stream.receive_some(size - len(received))
-        assert chunk, "unexpected EOF"
-        received += chunk
-    return bytes(received)
 
 
 def assert_client_certificate(server: TLSStream, contexts: PHAContexts) -> None:

@@ -9,27 +9,13 @@ import weakref
 import pytest
 import trio
 import trio.testing
+from streamtools import handshake, receive_exactly
 
 from trio_tlsretry import NeedHandshakeError, StreamState, TLSStream
 from trio_tlsretry._engine import DEFAULT_WRITE_CHUNK
 from trio_tlsretry.testing import make_tls_contexts, tls_memory_stream_pair
 
 VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
-
-
-async def handshake_both(client: TLSStream, server: TLSStream) -> None:
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.do_handshake)
-        nursery.start_soon(server.do_handshake)
-
-
-async def receive_exactly(stream: TLSStream, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        piece = await stream.receive_some()
-        assert piece, "unexpected EOF"
-        data += piece
-    return bytes(data)
 
 
 async def test_handshake_happens_on_first_use() -> None:
@@ -66,14 +52,14 @@ async def test_hostname_is_checked() -> None:
 
 async def test_concurrent_sends_and_receives_are_busy() -> None:
     client, server = tls_memory_stream_pair(lockstep=True)
-    await handshake_both(client, server)
+    await handshake(client, server)
     with pytest.RaisesGroup(trio.BusyResourceError):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.send_all, b"a" * 100_000)
             await trio.testing.wait_all_tasks_blocked()
             await client.send_all(b"b")
     client, server = tls_memory_stream_pair()
-    await handshake_both(client, server)
+    await handshake(client, server)
     with pytest.RaisesGroup(trio.BusyResourceError):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.receive_some)
@@ -164,7 +150,7 @@ async def test_one_64_mib_send_all_buffers_a_bounded_amount_of_ciphertext() -> N
 
 async def test_aclose_sends_close_notify_and_peer_sees_eof() -> None:
     client, server = tls_memory_stream_pair()
-    await handshake_both(client, server)
+    await handshake(client, server)
     await client.send_all(b"bye")
     await client.aclose()
     assert client.statistics().state is StreamState.CLOSED
@@ -176,7 +162,7 @@ async def test_aclose_sends_close_notify_and_peer_sees_eof() -> None:
 
 async def test_every_call_after_aclose_raises_closed() -> None:
     client, server = tls_memory_stream_pair()
-    await handshake_both(client, server)
+    await handshake(client, server)
     await client.aclose()
     await client.aclose()  # idempotent
     with pytest.raises(trio.ClosedResourceError):
@@ -193,7 +179,7 @@ async def test_every_call_after_aclose_raises_closed() -> None:
 
 async def test_transport_eof_without_close_notify_is_broken() -> None:
     client, server = tls_memory_stream_pair()
-    await handshake_both(client, server)
+    await handshake(client, server)
     await client.transport_stream.aclose()
     with pytest.raises(trio.BrokenResourceError) as info:
         await server.receive_some()
@@ -208,7 +194,7 @@ async def test_https_compatible_treats_bare_eof_as_eof_and_skips_close_notify() 
     a, b = trio.testing.memory_stream_pair()
     client = TLSStream(a, contexts.client, server_hostname="example.org", https_compatible=True)
     server = TLSStream(b, contexts.server, server_side=True, https_compatible=True)
-    await handshake_both(client, server)
+    await handshake(client, server)
     sent_before_close = client.statistics().ciphertext_bytes_sent
     await client.aclose()
     assert client.statistics().ciphertext_bytes_sent == sent_before_close
@@ -217,7 +203,7 @@ async def test_https_compatible_treats_bare_eof_as_eof_and_skips_close_notify() 
 
 async def test_tls_errors_surface_as_broken_with_cause() -> None:
     client, server = tls_memory_stream_pair()
-    await handshake_both(client, server)
+    await handshake(client, server)
     # A record whose header says "application data" but whose body is noise.
     await client.transport_stream.send_all(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
     with pytest.raises(trio.BrokenResourceError) as info:
@@ -227,7 +213,7 @@ async def test_tls_errors_surface_as_broken_with_cause() -> None:
 
 async def test_unwrap_returns_transport_and_trailing_bytes() -> None:
     client, server = tls_memory_stream_pair()
-    await handshake_both(client, server)
+    await handshake(client, server)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.send_all, b"before")
         assert await client.receive_some() == b"before"
@@ -266,7 +252,7 @@ async def socket_tls_pair() -> tuple[TLSStream, TLSStream]:
         trio.SocketStream(sock_a), contexts.client, server_hostname=contexts.hostname
     )
     server = TLSStream(trio.SocketStream(sock_b), contexts.server, server_side=True)
-    await handshake_both(client, server)
+    await handshake(client, server)
     return client, server
 
 

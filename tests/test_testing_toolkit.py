@@ -20,6 +20,8 @@ import trio_tlsretry.testing as toolkit
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found]
+from streamtools import handshake, receive_exactly
+
 from trio_tlsretry import ExactProgressStream, TLSStream
 from trio_tlsretry.testing import (
     AbruptEOFStream,
@@ -52,21 +54,6 @@ def contexts() -> TLSContexts:
 def versioned_contexts(request: pytest.FixtureRequest) -> TLSContexts:
     version: ssl.TLSVersion = request.param
     return make_tls_contexts(maximum_version=version)
-
-
-async def handshake(client: TLSStream, server: TLSStream) -> None:
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.do_handshake)
-        nursery.start_soon(server.do_handshake)
-
-
-async def receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
-    got = bytearray()
-    while len(got) < size:
-        chunk = await stream.receive_some(size - len(got))
-        assert chunk, f"EOF after {len(got)} of {size} bytes"
-        got += chunk
-    return bytes(got)
 
 
 def leaves(exc: BaseException) -> list[BaseException]:
