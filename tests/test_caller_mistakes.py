@@ -50,6 +50,24 @@ def fresh_client() -> tuple[TLSStream, trio.testing.MemorySendStream]:
     return client, send
 
 
+async def handshake_failures(client: TLSStream, server: TLSStream) -> dict[str, BaseException]:
+    """Handshake both ends; the BrokenResourceError of each side that failed (then closed)."""
+    failures: dict[str, BaseException] = {}
+
+    async def run(name: str, stream: TLSStream) -> None:
+        try:
+            await stream.do_handshake()
+        except trio.BrokenResourceError as exc:
+            failures[name] = exc
+            await stream.aclose()
+
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "client", client)
+            nursery.start_soon(run, "server", server)
+    return failures
+
+
 async def connected(version: ssl.TLSVersion | None = None) -> tuple[TLSStream, TLSStream]:
     contexts = contexts_for(version)
     client, server = tls_memory_stream_pair(
@@ -180,19 +198,7 @@ async def test_missing_server_hostname_never_skips_host_name_checks(
     except ValueError:
         return  # refused up front: fine
     server = TLSStream(b, other_host.server, server_side=True)
-    failures: dict[str, BaseException] = {}
-
-    async def run(name: str, stream: TLSStream) -> None:
-        try:
-            await stream.do_handshake()
-        except trio.BrokenResourceError as exc:
-            failures[name] = exc
-            await stream.aclose()
-
-    with trio.fail_after(DEADLINE):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run, "client", client)
-            nursery.start_soon(run, "server", server)
+    failures = await handshake_failures(client, server)
     assert "client" in failures, "the handshake succeeded without host-name verification"
     assert isinstance(failures["client"].__cause__, ssl.SSLCertVerificationError)
 
@@ -233,19 +239,7 @@ async def test_server_context_without_a_certificate(
     client, server = tls_memory_stream_pair(
         client_context=contexts_for().client, server_context=bare
     )
-    results: dict[str, BaseException] = {}
-
-    async def run(name: str, stream: TLSStream) -> None:
-        try:
-            await stream.do_handshake()
-        except trio.BrokenResourceError as exc:
-            results[name] = exc
-            await stream.aclose()
-
-    with trio.fail_after(DEADLINE):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run, "client", client)
-            nursery.start_soon(run, "server", server)
+    results = await handshake_failures(client, server)
     assert isinstance(results["server"].__cause__, ssl.SSLError)
     assert isinstance(results["client"].__cause__, ssl.SSLError)
 
