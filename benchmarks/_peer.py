@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 # Run as a script, so this directory is on sys.path.
-from _worker import IMPLS, Conn, StepCounter, apply_knobs
+from _worker import IMPLS, Conn, StepCounter, apply_knobs, asyncio_conn
 
 HOST = "127.0.0.1"
 RECV_BUFFER = 256 * 1024
@@ -314,16 +314,7 @@ def run_asyncio(ctx: ssl.SSLContext, mode: str) -> None:
     async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # The TLS handshake is done before asyncio calls this.
         async def make() -> Conn:
-            async def send(data: bytes) -> None:
-                writer.write(data)
-                await writer.drain()
-
-            async def close() -> None:
-                writer.close()
-                with contextlib.suppress(OSError, ssl.SSLError):
-                    await writer.wait_closed()
-
-            return Conn(send, reader.read, close, writer)
+            return asyncio_conn(reader, writer)
 
         await serve_conn(make, handler)
 

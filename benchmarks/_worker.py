@@ -155,6 +155,21 @@ def client_context(certdir: Path) -> ssl.SSLContext:
     return ctx
 
 
+def asyncio_conn(reader: Any, writer: Any) -> Conn:
+    """A ``Conn`` over asyncio's streams (sending is ``write()`` + ``drain()``)."""
+
+    async def send(data: bytes) -> None:
+        writer.write(data)
+        await writer.drain()
+
+    async def close() -> None:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+
+    return Conn(send, reader.read, close, writer)
+
+
 def make_connector(impl: str, ctx: ssl.SSLContext, port: int) -> Callable[[], Awaitable[Conn]]:
     # Each library's own "TLS over TCP" helper, as an application would use
     # it. All verify the server's certificate against SERVER_NAME.
@@ -196,17 +211,7 @@ def make_connector(impl: str, ctx: ssl.SSLContext, port: int) -> Callable[[], Aw
             reader, writer = await asyncio.open_connection(
                 HOST, port, ssl=ctx, server_hostname=SERVER_NAME
             )
-
-            async def send(data: bytes) -> None:
-                writer.write(data)
-                await writer.drain()
-
-            async def close() -> None:
-                writer.close()
-                with contextlib.suppress(OSError, ssl.SSLError):
-                    await writer.wait_closed()
-
-            return Conn(send, reader.read, close, writer)
+            return asyncio_conn(reader, writer)
 
         return connect_asyncio
 
@@ -318,6 +323,28 @@ class Profiler:
             self.prof.dump_stats(self.path)
 
 
+def timed_result(
+    value: float,
+    unit: str,
+    elapsed: float,
+    cpu: float,
+    peer_cpu_seconds: float,
+    info: tuple[str | None, str | None],
+    **extra: object,
+) -> dict[str, object]:
+    """The JSON record of one timed case: rate, both processes' CPU, the cipher."""
+    return {
+        "value": value,
+        "unit": unit,
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "peer_cpu_seconds": peer_cpu_seconds,
+        **extra,
+        "version": info[0],
+        "cipher": info[1],
+    }
+
+
 async def case_bulk(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
     total = size("bulk_total", opts.quick)
     chunk_size = size("bulk_chunk", opts.quick)
@@ -335,16 +362,7 @@ async def case_bulk(connect: Callable[[], Awaitable[Conn]], opts: argparse.Names
         cpu = time.process_time() - c0
         pcpu = peer_cpu() - p0
     await conn.close()
-    return {
-        "value": total / elapsed / 1e6,
-        "unit": "MB/s",
-        "seconds": elapsed,
-        "cpu_seconds": cpu,
-        "peer_cpu_seconds": pcpu,
-        "bytes": total,
-        "version": info[0],
-        "cipher": info[1],
-    }
+    return timed_result(total / elapsed / 1e6, "MB/s", elapsed, cpu, pcpu, info, bytes=total)
 
 
 async def case_onecall(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
@@ -367,18 +385,17 @@ async def case_onecall(connect: Callable[[], Awaitable[Conn]], opts: argparse.Na
         pcpu = peer_cpu() - p0
     peak = proc_status("VmHWM") if exact else sampler.peak  # type: ignore[union-attr]
     await conn.close()
-    return {
-        "value": total / elapsed / 1e6,
-        "unit": "MB/s",
-        "seconds": elapsed,
-        "cpu_seconds": cpu,
-        "peer_cpu_seconds": pcpu,
-        "bytes": total,
-        "rss_growth_mib": (peak - baseline) / MiB,
-        "rss_method": "VmHWM after clear_refs" if exact else "1 ms RSS sampling",
-        "version": info[0],
-        "cipher": info[1],
-    }
+    return timed_result(
+        total / elapsed / 1e6,
+        "MB/s",
+        elapsed,
+        cpu,
+        pcpu,
+        info,
+        bytes=total,
+        rss_growth_mib=(peak - baseline) / MiB,
+        rss_method="VmHWM after clear_refs" if exact else "1 ms RSS sampling",
+    )
 
 
 async def case_pingpong(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
@@ -409,16 +426,8 @@ async def case_pingpong(connect: Callable[[], Awaitable[Conn]], opts: argparse.N
         cpu = time.process_time() - c0
         pcpu = peer_cpu() - p0
     await conn.close()
-    return {
-        "value": count / elapsed,
-        "unit": "round trips/s",
-        "seconds": elapsed,
-        "cpu_seconds": cpu,
-        "peer_cpu_seconds": pcpu,
-        "round_trips": count,
-        "version": info[0],
-        "cipher": info[1],
-    }
+    rate = count / elapsed
+    return timed_result(rate, "round trips/s", elapsed, cpu, pcpu, info, round_trips=count)
 
 
 async def case_handshake(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
@@ -449,16 +458,8 @@ async def case_handshake(connect: Callable[[], Awaitable[Conn]], opts: argparse.
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - c0
         pcpu = peer_cpu() - p0
-    return {
-        "value": count / elapsed,
-        "unit": "connections/s",
-        "seconds": elapsed,
-        "cpu_seconds": cpu,
-        "peer_cpu_seconds": pcpu,
-        "connections": count,
-        "version": info[0],
-        "cipher": info[1],
-    }
+    rate = count / elapsed
+    return timed_result(rate, "connections/s", elapsed, cpu, pcpu, info, connections=count)
 
 
 async def case_idle(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
