@@ -304,18 +304,18 @@ async def test_eof_mid_handshake_at_every_offset(
 # Transports that close or fail while tasks are blocked.
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("transport", ["exact", "lockstep", "socket"])
-async def test_aclose_from_another_task_wakes_blocked_tasks(
-    version: ssl.TLSVersion, transport: str, autojump_clock: trio.testing.MockClock
-) -> None:
-    """aclose() while one task is stuck in send_all and another in receive_some."""
-    client, server = pair(version, transport=transport, capacity=1000)
+async def while_send_and_receive_block(
+    client: TLSStream,
+    server: TLSStream,
+    action: Callable[[], Awaitable[object]],
+    send_size: int,
+) -> dict[str, BaseException | None]:
+    """Handshake, block one client task in send_all and one in receive_some
+    (the server neither reads nor writes), run ``action``; how each ended."""
     results: dict[str, BaseException | None] = {}
 
     async def sender() -> None:
-        # Big enough to fill a socketpair's kernel buffers too.
-        results["send"] = await outcome_of(lambda: client.send_all(b"x" * 20_000_000))
+        results["send"] = await outcome_of(lambda: client.send_all(b"x" * send_size))
 
     async def receiver() -> None:
         results["receive"] = await outcome_of(client.receive_some)
@@ -326,8 +326,20 @@ async def test_aclose_from_another_task_wakes_blocked_tasks(
             nursery.start_soon(sender)
             nursery.start_soon(receiver)
             await trio.testing.wait_all_tasks_blocked()
-            assert not results  # both stuck: the server neither reads nor writes
-            await client.aclose()
+            assert not results  # both stuck
+            await action()
+    return results
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("transport", ["exact", "lockstep", "socket"])
+async def test_aclose_from_another_task_wakes_blocked_tasks(
+    version: ssl.TLSVersion, transport: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """aclose() while one task is stuck in send_all and another in receive_some."""
+    client, server = pair(version, transport=transport, capacity=1000)
+    # Big enough to fill a socketpair's kernel buffers too.
+    results = await while_send_and_receive_block(client, server, client.aclose, 20_000_000)
     assert isinstance(results["send"], trio.ClosedResourceError), results
     assert isinstance(results["receive"], trio.ClosedResourceError), results
     assert client.statistics().state is StreamState.CLOSED
@@ -345,21 +357,11 @@ async def test_transport_failing_under_blocked_tasks(
     failing = Recorder(FailingStream)
 
     client, server = pair(version, wrap_client=failing, transport="exact", capacity=1000)
-    results: dict[str, BaseException | None] = {}
 
-    async def sender() -> None:
-        results["send"] = await outcome_of(lambda: client.send_all(b"x" * 200_000))
+    async def fail() -> None:
+        failing.stream.fail_now()
 
-    async def receiver() -> None:
-        results["receive"] = await outcome_of(client.receive_some)
-
-    with trio.fail_after(DEADLINE):
-        await handshake(client, server)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(sender)
-            nursery.start_soon(receiver)
-            await trio.testing.wait_all_tasks_blocked()
-            failing.stream.fail_now()
+    results = await while_send_and_receive_block(client, server, fail, 200_000)
     assert isinstance(results["send"], trio.BrokenResourceError), results
     assert isinstance(results["receive"], trio.BrokenResourceError), results
     assert client.statistics().state is StreamState.BROKEN
@@ -371,21 +373,9 @@ async def test_peer_closing_its_transport_under_blocked_tasks(
 ) -> None:
     """The peer vanishes (transport closed, no close_notify) while we wait."""
     client, server = pair(version, transport="exact", capacity=1000)
-    results: dict[str, BaseException | None] = {}
-
-    async def sender() -> None:
-        results["send"] = await outcome_of(lambda: client.send_all(b"x" * 200_000))
-
-    async def receiver() -> None:
-        results["receive"] = await outcome_of(client.receive_some)
-
-    with trio.fail_after(DEADLINE):
-        await handshake(client, server)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(sender)
-            nursery.start_soon(receiver)
-            await trio.testing.wait_all_tasks_blocked()
-            await server.transport_stream.aclose()
+    results = await while_send_and_receive_block(
+        client, server, server.transport_stream.aclose, 200_000
+    )
     assert isinstance(results["send"], trio.BrokenResourceError), results
     assert isinstance(results["receive"], trio.BrokenResourceError), results
     assert client.statistics().state is StreamState.BROKEN
