@@ -259,17 +259,17 @@ def operations(stream: TLSStream) -> dict[str, Callable[[], Awaitable[object]]]:
     }
 
 
-@pytest.mark.parametrize(
-    "operation",
-    [
-        "send_all",
-        "receive_some",
-        "do_handshake",
-        "wait_send_all_might_not_block",
-        "send_eof",
-        "unwrap",
-    ],
-)
+OPERATIONS = [
+    "send_all",
+    "receive_some",
+    "do_handshake",
+    "wait_send_all_might_not_block",
+    "send_eof",
+    "unwrap",
+]
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
 @pytest.mark.parametrize("handshake_first", [True, False])
 async def test_operations_after_aclose(operation: str, handshake_first: bool) -> None:
     if handshake_first:
@@ -285,17 +285,7 @@ async def test_operations_after_aclose(operation: str, handshake_first: bool) ->
     await client.aclose()  # closing twice is fine
 
 
-@pytest.mark.parametrize(
-    "operation",
-    [
-        "send_all",
-        "receive_some",
-        "do_handshake",
-        "wait_send_all_might_not_block",
-        "send_eof",
-        "unwrap",
-    ],
-)
+@pytest.mark.parametrize("operation", OPERATIONS)
 async def test_operations_after_unwrap(
     operation: str, autojump_clock: trio.testing.MockClock
 ) -> None:
