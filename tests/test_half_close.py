@@ -14,19 +14,16 @@ backs the half-close rows of the comparison table in ``docs/beyond.rst``.
 from __future__ import annotations
 
 import asyncio
-import re
-import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import trio
 import trio.testing
+from openssl_tool import PEER_TIMEOUT, OpenSSLTool, needs_openssl, openssl
 from streamtools import handshake, receive_exactly, receive_until_eof
 
 from trio_tlsretry import SendEOFNotSupportedError, StreamState, TLSStream
@@ -42,22 +39,7 @@ TLS12 = ssl.TLSVersion.TLSv1_2
 TLS13 = ssl.TLSVersion.TLSv1_3
 HOSTNAME = "example.org"
 
-#: An upper bound for any single wait on a subprocess or a thread: a guard
-#: against a hung peer, never an assertion about speed.
-PEER_TIMEOUT = 20.0
-
 Maker = Callable[[], Awaitable[tuple[TLSStream, TLSStream]]]
-
-_F = TypeVar("_F", bound=Callable[..., object])
-
-
-def needs_openssl(test: _F) -> _F:
-    """Mark a test that runs the ``openssl`` binary; skip it if there is none."""
-    skip = pytest.mark.skipif(
-        shutil.which("openssl") is None, reason="the openssl command-line tool is not installed"
-    )
-    return pytest.mark.openssl(skip(test))  # type: ignore[no-any-return]
-
 
 # --------------------------------------------------------------- helpers
 
@@ -294,62 +276,6 @@ async def test_stdlib_peer_sends_after_it_saw_our_eof() -> None:
 
 
 # --------------------------------------------------------- openssl peers
-
-
-class OpenSSLTool:
-    """An ``openssl`` subprocess whose stdout and stderr are collected."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.stdout = bytearray()
-        self.stderr = bytearray()
-        self._changed = trio.Event()
-
-    async def _collect(self, stream: trio.abc.ReceiveStream, into: bytearray) -> None:
-        while chunk := await stream.receive_some(65536):
-            into += chunk
-            self._changed.set()
-            self._changed = trio.Event()
-
-    async def wait_for_stdout(self, pattern: bytes) -> re.Match[bytes]:
-        while (match := re.search(pattern, self.stdout)) is None:
-            if self.process.returncode is not None:
-                raise AssertionError(f"openssl exited: {self.stderr.decode(errors='replace')}")
-            await self._changed.wait()
-        return match
-
-    async def send(self, data: bytes) -> None:
-        assert self.process.stdin is not None
-        await self.process.stdin.send_all(data)
-
-    async def wait(self) -> int:
-        with trio.fail_after(PEER_TIMEOUT):
-            return await self.process.wait()
-
-
-@asynccontextmanager
-async def openssl(*args: str) -> AsyncIterator[OpenSSLTool]:
-    """Run ``openssl *args``; kill it on the way out, whatever happened."""
-    process = await trio.lowlevel.open_process(
-        ["openssl", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    tool = OpenSSLTool(process)
-    try:
-        async with trio.open_nursery() as nursery:
-            assert process.stdout is not None and process.stderr is not None
-            nursery.start_soon(tool._collect, process.stdout, tool.stdout)
-            nursery.start_soon(tool._collect, process.stderr, tool.stderr)
-            try:
-                yield tool
-            finally:
-                # Ends the collectors too: the pipes reach EOF.
-                process.kill()
-    finally:
-        with trio.CancelScope(shield=True):
-            process.kill()
-            await process.wait()
-            if process.stdin is not None:
-                await process.stdin.aclose()
 
 
 def write_pems(contexts: TLSContexts, directory: Path) -> dict[str, str]:

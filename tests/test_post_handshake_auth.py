@@ -9,18 +9,16 @@ CertificateRequest in ``SSL_read``, so every test keeps the client receiving.
 
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import trio
 import trio.testing
 import trustme
+from openssl_tool import PEER_TIMEOUT, OpenSSLTool, needs_openssl, openssl
 from streamtools import handshake, receive_exactly, receive_until_eof
 
 from trio_tlsretry import StreamState, TLSStream
@@ -34,18 +32,6 @@ from trio_tlsretry.testing import (
 
 HOSTNAME = "example.org"
 CLIENT_EMAIL = "client@example.org"
-#: A guard against a hung subprocess, never an assertion about speed.
-PEER_TIMEOUT = 20.0
-
-_F = TypeVar("_F", bound=Callable[..., object])
-
-
-def needs_openssl(test: _F) -> _F:
-    """Mark a test that runs the ``openssl`` binary; skip it if there is none."""
-    skip = pytest.mark.skipif(
-        shutil.which("openssl") is None, reason="the openssl command-line tool is not installed"
-    )
-    return pytest.mark.openssl(skip(test))  # type: ignore[no-any-return]
 
 
 class PHAContexts:
@@ -288,23 +274,6 @@ async def test_refused_without_sending_anything(case: str, message: str) -> None
 # ------------------------------------------------------- openssl s_client
 
 
-class OpenSSLTool:
-    """An ``openssl`` subprocess whose stdout and stderr are collected."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.stdout = bytearray()
-        self.stderr = bytearray()
-
-    async def _collect(self, stream: trio.abc.ReceiveStream, into: bytearray) -> None:
-        while chunk := await stream.receive_some(65536):
-            into += chunk
-
-    async def wait(self) -> int:
-        with trio.fail_after(PEER_TIMEOUT):
-            return await self.process.wait()
-
-
 @asynccontextmanager
 async def s_client_for(
     contexts: PHAContexts, tmp_path: Path, *, with_cert: bool = True
@@ -320,35 +289,18 @@ async def s_client_for(
     contexts.client_cert.private_key_pem.write_to_path(paths["key"])
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
-    args = ["openssl", "s_client", "-quiet", "-connect", f"127.0.0.1:{port}"]
+    args = ["-quiet", "-connect", f"127.0.0.1:{port}"]
     args += ["-CAfile", paths["ca"], "-verify_hostname", HOSTNAME, "-verify_return_error"]
     args += ["-tls1_3", "-enable_pha"]
     if with_cert:
         args += ["-cert", paths["cert"], "-key", paths["key"]]
-    process = await trio.lowlevel.open_process(
-        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    tool = OpenSSLTool(process)
-    try:
-        async with trio.open_nursery() as nursery:
-            assert process.stdout is not None and process.stderr is not None
-            nursery.start_soon(tool._collect, process.stdout, tool.stdout)
-            nursery.start_soon(tool._collect, process.stderr, tool.stderr)
-            try:
-                with trio.fail_after(PEER_TIMEOUT):
-                    transport = await listeners[0].accept()
-                await listeners[0].aclose()
-                server = TLSStream(transport, contexts.server, server_side=True)
-                await server.do_handshake()
-                yield server, tool
-            finally:
-                process.kill()
-    finally:
-        with trio.CancelScope(shield=True):
-            process.kill()
-            await process.wait()
-            if process.stdin is not None:
-                await process.stdin.aclose()
+    async with openssl("s_client", *args) as tool:
+        with trio.fail_after(PEER_TIMEOUT):
+            transport = await listeners[0].accept()
+        await listeners[0].aclose()
+        server = TLSStream(transport, contexts.server, server_side=True)
+        await server.do_handshake()
+        yield server, tool
 
 
 @needs_openssl
