@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from streamtools import handshake
 
 from trio_tlsretry import NeedHandshakeError, SendEOFNotSupportedError, StreamState, TLSStream
 from trio_tlsretry.testing import TLSContexts, make_tls_contexts, tls_memory_stream_pair
@@ -73,9 +74,7 @@ async def connected(version: ssl.TLSVersion | None = None) -> tuple[TLSStream, T
     client, server = tls_memory_stream_pair(
         client_context=contexts.client, server_context=contexts.server
     )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.do_handshake)
-        nursery.start_soon(server.do_handshake)
+    await handshake(client, server)
     return client, server
 
 

@@ -30,6 +30,7 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from streamtools import handshake
 
 from trio_tlsretry import StreamState, TLSStream
 from trio_tlsretry._engine import DEFAULT_WRITE_CHUNK
@@ -692,9 +693,7 @@ async def test_peer_that_never_reads(version: ssl.TLSVersion) -> None:
         exact_progress=True,
         capacity=1000,
     )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.do_handshake)
-        nursery.start_soon(server.do_handshake)
+    await handshake(client, server)
     message = bytes(range(256)) * 2000  # 512 000 bytes
     for _ in range(5):
         # Nobody reads: the send stalls once the transport's buffer is full.
@@ -771,9 +770,7 @@ async def test_flooding_peer_is_not_read_until_asked(version: ssl.TLSVersion) ->
         exact_progress=True,
         capacity=64 * 1024,
     )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.do_handshake)
-        nursery.start_soon(server.do_handshake)
+    await handshake(client, server)
     flood = b"F" * (4 * 1024 * 1024)
 
     async def flooder() -> None:

@@ -306,9 +306,7 @@ async def test_trio_ssl_stream_cancelled_send_all_breaks_it() -> None:
     left, right = trio.testing.lockstep_stream_pair()
     client = trio.SSLStream(left, contexts.client, server_hostname=HOSTNAME)
     server = trio.SSLStream(right, contexts.server, server_side=True)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.do_handshake)
-        nursery.start_soon(server.do_handshake)
+    await handshake(client, server)
     async with trio.open_nursery() as nursery:
         # Over lockstep, the send waits until the server reads, which it
         # never does: the send is parked inside the transport.

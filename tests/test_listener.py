@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 import trio.testing
+from streamtools import handshake
 
 from trio_tlsretry import NeedHandshakeError, StreamState, TLSStream
 from trio_tlsretry._listener import TLSListener, handshake_or_drop
@@ -152,9 +153,7 @@ async def test_listener_https_compatible(contexts: TLSContexts) -> None:
             HOST, port_of([listener]), ssl_context=contexts.client, https_compatible=True
         )
         server = await listener.accept()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client.do_handshake)
-            nursery.start_soon(server.do_handshake)
+        await handshake(client, server)
         # https_compatible: no close_notify is sent, and the transport EOF is
         # a clean EOF on the other side.
         await client.aclose()

@@ -167,9 +167,7 @@ async def test_wrong_hostname_fails_verification(
         server_hostname="not-example.org",
     )
     with pytest.raises(BaseExceptionGroup) as caught:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client.do_handshake)
-            nursery.start_soon(server.do_handshake)
+        await handshake(client, server)
     # The client fails verification; the server sees the client's alert.
     causes = [exc.__cause__ for exc in leaves(caught.value)]
     assert any(isinstance(cause, ssl.SSLCertVerificationError) for cause in causes)
@@ -591,9 +589,7 @@ async def test_tls_handshake_detects_corruption(
     left, right = trio.testing.memory_stream_pair()
     client, server = tls_over(CorruptingStream(left, offset=offset, xor=0x55), right, contexts)
     with pytest.raises(BaseException) as caught:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client.do_handshake)
-            nursery.start_soon(server.do_handshake)
+        await handshake(client, server)
     errors = leaves(caught.value)
     assert errors
     assert all(isinstance(exc, trio.BrokenResourceError) for exc in errors)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 import trio.testing
+from streamtools import handshake
 
 from trio_tlsretry import TLSStream
 from trio_tlsretry.testing import make_tls_contexts, tls_memory_stream_pair
@@ -52,9 +53,7 @@ def clogged_maker(version: ssl.TLSVersion) -> Maker:
         client, server = tls_memory_stream_pair(
             client_context=contexts.client, server_context=contexts.server, lockstep=True
         )
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client.do_handshake)
-            nursery.start_soon(server.do_handshake)
+        await handshake(client, server)
         return client, server
 
     return make
@@ -69,7 +68,5 @@ async def test_check_two_way_stream(transport: str, version: ssl.TLSVersion) -> 
 @pytest.mark.parametrize("version", VERSIONS, ids=lambda v: v.name)
 async def test_negotiates_requested_version(version: ssl.TLSVersion) -> None:
     client, server = await pair_maker("memory", version)()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.do_handshake)
-        nursery.start_soon(server.do_handshake)
+    await handshake(client, server)
     assert client.version() == server.version() == version.name.replace("v1_", "v1.")
