@@ -18,6 +18,7 @@ import functools
 import socket
 import ssl
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trio
@@ -208,6 +209,27 @@ async def test_open_stream_by_name_or_address(host: str | bytes) -> None:
             await client.send_all(b"ping")
             assert await client.receive_some() == b"ping"
             assert client.transport_stream.socket.getpeername()[0] in ("127.0.0.1", "::1")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("host", "resolved"), [(HOST, False), ("localhost", True)])
+async def test_open_stream_resolves_names_only(
+    host: str, resolved: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An IP address is connected to directly; only a name goes through
+    # trio.open_tcp_stream (resolution and happy eyeballs).
+    calls: list[object] = []
+    real_open_tcp_stream = trio.open_tcp_stream
+
+    async def spy(*args: Any, **kwargs: Any) -> trio.SocketStream:
+        calls.append(args[0])
+        return await real_open_tcp_stream(*args, **kwargs)
+
+    monkeypatch.setattr(trio, "open_tcp_stream", spy)
+    tcp = (await trio.open_tcp_listeners(0, host=HOST))[0]
+    async with tcp:
+        stream = await open_tls_over_tcp_stream(host, tcp.socket.getsockname()[1])
+        await trio.aclose_forcefully(stream)
+    assert calls == ([host] if resolved else [])
 
 
 @pytest.mark.parametrize("host", [HOST, "localhost"])
