@@ -513,7 +513,7 @@ def apply_knobs(knobs: list[str]) -> dict[str, int]:
     """Override trio_tlsretry tuning constants in this process only."""
     if not knobs:
         return {}
-    from trio_tlsretry import _engine, _stream
+    from trio_tlsretry import _busy_poll, _engine, _stream
 
     applied = {}
     for item in knobs:
@@ -524,6 +524,9 @@ def apply_knobs(knobs: list[str]) -> dict[str, int]:
             _engine.TLSEngine.__init__.__kwdefaults__["write_chunk"] = value
         elif name == "OUTGOING_HEAD":
             _engine.TLSEngine.outgoing_head.__defaults__ = (value,)
+        elif name == "BUSY_POLL_US":
+            # The limit new streams start with (microseconds here, seconds there).
+            _busy_poll.BusyPollBudget.__init__.__defaults__ = (value / 1e6,)
         elif name in ("TRANSPORT_RECEIVE_SIZE", "DEFAULT_RECEIVE_SIZE"):
             setattr(_stream, name, value)
         else:

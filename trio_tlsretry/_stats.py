@@ -54,3 +54,8 @@ class TLSStreamStatistics:
     write_retries: int
     #: The largest amount of outgoing ciphertext buffered at any moment.
     max_outgoing_ciphertext_bytes: int
+    #: Waits for incoming data that polling ended, with no sleep in Trio's
+    #: I/O wait (see :attr:`~trio_tlsretry.TLSStream.busy_poll`).
+    busy_poll_hits: int
+    #: Waits that polled, found nothing in time and then blocked.
+    busy_poll_misses: int

@@ -20,10 +20,12 @@ import errno
 import os
 import sys
 import threading
+import time
 from abc import abstractmethod
-from collections.abc import Awaitable
 
 import trio
+
+from ._busy_poll import BusyPollBudget
 
 __all__ = ["ExactProgressStream", "TransportSender", "sender_for"]
 
@@ -62,7 +64,9 @@ class TransportSender:
     ``exact`` is ``False``: an exception out of :meth:`send` (a cancellation
     included) leaves it unknown how many bytes went out. ``raw`` is ``False``:
     reads go through the transport's own ``receive_some``, and there is no
-    :meth:`try_send`/:meth:`try_receive` (non-blocking calls on the socket).
+    :meth:`try_send`/:meth:`try_receive`/:meth:`receive` (non-blocking calls
+    and a polling wait on the socket). ``busy_poll`` is kept for every
+    transport, so the stream's setting survives, but only raw ones poll.
     """
 
     exact = False
@@ -70,6 +74,7 @@ class TransportSender:
 
     def __init__(self, transport: trio.abc.Stream) -> None:
         self.transport = transport
+        self.busy_poll = BusyPollBudget()
 
     async def send(self, data: memoryview) -> int:
         """Send a prefix of ``data`` (here: all of it) and return its length."""
@@ -88,8 +93,8 @@ class TransportSender:
         """
         raise NotImplementedError
 
-    def wait_receivable(self) -> Awaitable[None]:  # pragma: no cover - raw only
-        """Wait until :meth:`try_receive` may return something (await the result)."""
+    async def receive(self, max_bytes: int) -> bytes | memoryview | None:  # pragma: no cover
+        """Wait for data and read it, as :meth:`try_receive` (``None``: none came)."""
         raise NotImplementedError
 
 
@@ -183,10 +188,34 @@ class _SocketIO(TransportSender):
             raise _socket_error(exc) from exc
         return buffer[:n] if n else b""
 
-    def wait_receivable(self) -> Awaitable[None]:
-        # Trio's own coroutine, returned rather than awaited here: one frame
-        # less on every wake-up.
-        return trio.lowlevel.wait_readable(self._fileno())  # noqa: ASYNC105
+    async def receive(self, max_bytes: int) -> bytes | memoryview | None:
+        """Wait until data arrives and read it; ``None`` if readiness brought none.
+
+        Called after :meth:`try_receive` found nothing. First polls for up
+        to ``busy_poll.budget`` seconds (see ``_busy_poll`` for why), then
+        blocks in Trio's ``wait_readable``. Each poll step is a full
+        checkpoint: other tasks run and Trio checks every other descriptor,
+        so a poll only ever spends time nobody else wanted, and a
+        cancellation ends it at once having read nothing.
+        """
+        poll = self.busy_poll
+        started = time.perf_counter()
+        if poll.budget:
+            deadline = started + poll.budget
+            while True:
+                await trio.lowlevel.checkpoint()
+                data = self.try_receive(max_bytes)
+                now = time.perf_counter()
+                if data is not None:
+                    poll.hits += 1
+                    poll.record_wait(now - started)
+                    return data
+                if now >= deadline:
+                    break
+            poll.misses += 1
+        await trio.lowlevel.wait_readable(self._fileno())
+        poll.record_wait(time.perf_counter() - started)
+        return self.try_receive(max_bytes)
 
 
 class _TrioSocketSender(TransportSender):
