@@ -19,8 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from streamtools import handshake
 
-from trio_tlsretry import TLSStream
-from trio_tlsretry._busy_poll import DEFAULT_BUSY_POLL, BusyPollBudget
+from trio_tlsretry import TLSStream, _busy_poll
+from trio_tlsretry._busy_poll import DEFAULT_BUSY_POLL, BusyPollBudget, default_busy_poll
 from trio_tlsretry.testing import make_tls_contexts, tls_stream_pair_over
 
 CONTEXTS = make_tls_contexts()
@@ -31,8 +31,16 @@ CONTEXTS = make_tls_contexts()
 
 def test_a_new_connection_does_not_poll() -> None:
     poll = BusyPollBudget()
-    assert poll.limit == DEFAULT_BUSY_POLL == 100e-6
+    assert poll.limit == default_busy_poll()
     assert poll.budget == 0.0
+
+
+def test_the_default_limit_is_zero_on_one_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert DEFAULT_BUSY_POLL == 100e-6
+    monkeypatch.setattr(_busy_poll, "_MULTIPROCESSOR", True)
+    assert BusyPollBudget().limit == DEFAULT_BUSY_POLL
+    monkeypatch.setattr(_busy_poll, "_MULTIPROCESSOR", False)
+    assert BusyPollBudget().limit == 0.0
 
 
 def test_a_short_wait_sets_the_next_poll_a_little_longer() -> None:
@@ -86,7 +94,7 @@ def test_limit_out_of_range_is_a_value_error(bad: float) -> None:
 @pytest.mark.parametrize("bad", ["0.001", None, True])
 def test_limit_that_is_not_a_number_is_a_type_error(bad: object) -> None:
     with pytest.raises(TypeError, match="busy_poll"):
-        BusyPollBudget(bad)  # type: ignore[arg-type]
+        BusyPollBudget().set_limit(bad)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------- over a socketpair
@@ -131,7 +139,7 @@ async def yield_a_few_times() -> None:
 
 async def test_busy_poll_attribute() -> None:
     client, server = await socket_pair()
-    assert client.busy_poll == DEFAULT_BUSY_POLL
+    assert client.busy_poll == default_busy_poll()
     client.busy_poll = 0.5
     assert client.busy_poll == 0.5
     with pytest.raises(ValueError, match="busy_poll"):

@@ -19,13 +19,32 @@ free of I/O, and ``_transport`` applies it.
 from __future__ import annotations
 
 import math
+import os
 from typing import Final
 
-__all__ = ["DEFAULT_BUSY_POLL", "BusyPollBudget", "check_busy_poll"]
+__all__ = ["DEFAULT_BUSY_POLL", "BusyPollBudget", "check_busy_poll", "default_busy_poll"]
 
 #: The default longest poll, in seconds. Replies over loopback or a fast
 #: local network arrive well within it; anything slower is not polled for.
 DEFAULT_BUSY_POLL: Final = 100e-6
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+# With one CPU, whatever will send us data (the peer process, the network
+# stack) needs the CPU we would poll on: polling can only delay it.
+_MULTIPROCESSOR: Final = _usable_cpus() > 1
+
+
+def default_busy_poll() -> float:
+    """:data:`DEFAULT_BUSY_POLL`, or 0 if this process may use only one CPU."""
+    return DEFAULT_BUSY_POLL if _MULTIPROCESSOR else 0.0
+
 
 # The next poll may last this many times the last wait, so that a wait a
 # little longer than the last one is still caught.
@@ -54,9 +73,9 @@ class BusyPollBudget:
 
     __slots__ = ("budget", "hits", "limit", "misses")
 
-    def __init__(self, limit: float = DEFAULT_BUSY_POLL) -> None:
+    def __init__(self, limit: float | None = None) -> None:
         #: The longest any poll may last (seconds); 0 disables polling.
-        self.limit = check_busy_poll(limit)
+        self.limit = default_busy_poll() if limit is None else check_busy_poll(limit)
         #: How long the next wait polls before blocking (seconds).
         self.budget = 0.0
         #: Polls that found data (a sleep and wake-up saved).

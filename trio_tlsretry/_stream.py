@@ -185,15 +185,19 @@ class TLSStream(trio.abc.HalfCloseableStream):
         How long a wait polls is learned per connection: after a wait of
         ``w`` seconds the next one polls for up to ``1.5 * w``, if
         ``w <= busy_poll``, and not at all after a longer wait, so a quiet
-        connection stops polling after its first long wait. Polling reads
-        nothing until data is there, and each step is a checkpoint, so it
-        changes nothing in the cancellation contract.
+        connection stops polling after its first long wait. Each poll step
+        is a Trio checkpoint and offers the CPU to other processes, so other
+        tasks, and a peer on the same CPU, still run. Polling reads nothing
+        until data is there, so it changes nothing in the cancellation
+        contract.
 
-        Default 100 microseconds; ``0`` turns polling off (every wait
-        blocks at once, as ``trio.SSLStream``'s do). Other transports never
-        poll. ``statistics()`` counts the polls that found data
+        Default 100 microseconds, or 0 if the process may run on only one
+        CPU (where polling could only delay whoever sends the data). ``0``
+        turns polling off: every wait blocks at once, as
+        ``trio.SSLStream``'s do. Other transports never poll.
+        ``statistics()`` counts the polls that found data
         (``busy_poll_hits``) and those that ended blocking
-        (``busy_poll_misses``).
+        (``busy_poll_misses``). :doc:`/performance` has the measurements.
 
         Raises (on assignment):
           TypeError: not a number.

@@ -109,6 +109,10 @@ class _ExactSender(TransportSender):
         return await self._send_some(data)
 
 
+# Not on every platform (``os.sched_yield`` is POSIX); polling is only done
+# where ``os.readv`` works on sockets, but keep the fallback harmless.
+_yield_cpu = getattr(os, "sched_yield", lambda: None)
+
 _scratch = threading.local()
 
 
@@ -195,8 +199,12 @@ class _SocketIO(TransportSender):
         to ``busy_poll.budget`` seconds (see ``_busy_poll`` for why), then
         blocks in Trio's ``wait_readable``. Each poll step is a full
         checkpoint: other tasks run and Trio checks every other descriptor,
-        so a poll only ever spends time nobody else wanted, and a
-        cancellation ends it at once having read nothing.
+        so a poll only ever spends time no task of ours wanted, and a
+        cancellation ends it at once having read nothing. Each step also
+        offers the CPU to other processes (``sched_yield``): if the peer is
+        runnable on our CPU, spinning would only delay the reply we wait for
+        (measured with both ends on one CPU: without the yield, polling cost
+        a third of the round-trip rate; with it, it costs nothing).
         """
         poll = self.busy_poll
         started = time.perf_counter()
@@ -204,6 +212,7 @@ class _SocketIO(TransportSender):
             deadline = started + poll.budget
             while True:
                 await trio.lowlevel.checkpoint()
+                _yield_cpu()
                 data = self.try_receive(max_bytes)
                 now = time.perf_counter()
                 if data is not None:
