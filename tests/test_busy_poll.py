@@ -11,6 +11,8 @@ timed waits.
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -100,7 +102,8 @@ def test_limit_that_is_not_a_number_is_a_type_error(bad: object) -> None:
 # ------------------------------------------------------- over a socketpair
 
 
-async def socket_pair() -> tuple[TLSStream, TLSStream]:
+@asynccontextmanager
+async def socket_pair() -> AsyncIterator[tuple[TLSStream, TLSStream]]:
     """A handshaken client/server pair over a socketpair; the server never polls."""
     a, b = trio.socket.socketpair()
     client, server = tls_stream_pair_over(
@@ -110,8 +113,9 @@ async def socket_pair() -> tuple[TLSStream, TLSStream]:
         server_context=CONTEXTS.server,
     )
     server.busy_poll = 0
-    await handshake(client, server)
-    return client, server
+    async with client, server:
+        await handshake(client, server)
+        yield client, server
 
 
 def tasks_in_io_wait_for_reading() -> int:
@@ -138,116 +142,104 @@ async def yield_a_few_times() -> None:
 
 
 async def test_busy_poll_attribute() -> None:
-    client, server = await socket_pair()
-    assert client.busy_poll == default_busy_poll()
-    client.busy_poll = 0.5
-    assert client.busy_poll == 0.5
-    with pytest.raises(ValueError, match="busy_poll"):
-        client.busy_poll = -1
-    with pytest.raises(TypeError, match="busy_poll"):
-        client.busy_poll = "1"  # type: ignore[assignment]
-    stats = client.statistics()
-    assert (stats.busy_poll_hits, stats.busy_poll_misses) == (0, 0)
-    await client.aclose()
-    await server.aclose()
+    async with socket_pair() as (client, _server):
+        assert client.busy_poll == default_busy_poll()
+        client.busy_poll = 0.5
+        assert client.busy_poll == 0.5
+        with pytest.raises(ValueError, match="busy_poll"):
+            client.busy_poll = -1
+        with pytest.raises(TypeError, match="busy_poll"):
+            client.busy_poll = "1"  # type: ignore[assignment]
+        stats = client.statistics()
+        assert (stats.busy_poll_hits, stats.busy_poll_misses) == (0, 0)
 
 
 async def test_a_short_wait_teaches_the_next_receive_to_poll() -> None:
-    client, server = await socket_pair()
-    baseline = tasks_in_io_wait_for_reading()
-    client.busy_poll = 10.0  # any real wait in this test is shorter
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.receive_some)
-        await trio.testing.wait_all_tasks_blocked()
-        # A fresh connection blocks at once: it has seen no wait yet.
-        assert receivers_in_io_wait(baseline) == 1
-        await server.send_all(b"reply")
-    assert 0 < client._sender.busy_poll.budget <= 10.0
-    assert client.statistics().busy_poll_misses == 0
-    await client.aclose()
-    await server.aclose()
+    async with socket_pair() as (client, server):
+        baseline = tasks_in_io_wait_for_reading()
+        client.busy_poll = 10.0  # any real wait in this test is shorter
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.receive_some)
+            await trio.testing.wait_all_tasks_blocked()
+            # A fresh connection blocks at once: it has seen no wait yet.
+            assert receivers_in_io_wait(baseline) == 1
+            await server.send_all(b"reply")
+        assert 0 < client._sender.busy_poll.budget <= 10.0
+        assert client.statistics().busy_poll_misses == 0
 
 
 async def test_polling_receiver_gets_data_without_entering_the_io_wait() -> None:
-    client, server = await socket_pair()
-    baseline = tasks_in_io_wait_for_reading()
-    give_budget(client, 30.0)
-    received: list[bytes] = []
+    async with socket_pair() as (client, server):
+        baseline = tasks_in_io_wait_for_reading()
+        give_budget(client, 30.0)
+        received: list[bytes] = []
 
-    async def receive() -> None:
-        received.append(await client.receive_some())
+        async def receive() -> None:
+            received.append(await client.receive_some())
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(receive)
-        await yield_a_few_times()
-        assert receivers_in_io_wait(baseline) == 0  # polling, not blocked
-        await server.send_all(b"ping")
-    assert received == [b"ping"]
-    stats = client.statistics()
-    assert (stats.busy_poll_hits, stats.busy_poll_misses) == (1, 0)
-    # Learned again from this (short) wait: 1.5 times it, far below 30 s.
-    assert 0 < client._sender.busy_poll.budget < 30.0
-    await client.aclose()
-    await server.aclose()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            await yield_a_few_times()
+            assert receivers_in_io_wait(baseline) == 0  # polling, not blocked
+            await server.send_all(b"ping")
+        assert received == [b"ping"]
+        stats = client.statistics()
+        assert (stats.busy_poll_hits, stats.busy_poll_misses) == (1, 0)
+        # Learned again from this (short) wait: 1.5 times it, far below 30 s.
+        assert 0 < client._sender.busy_poll.budget < 30.0
 
 
 async def test_with_busy_poll_zero_the_receiver_blocks_at_once() -> None:
-    client, server = await socket_pair()
-    baseline = tasks_in_io_wait_for_reading()
-    give_budget(client, 30.0)
-    client.busy_poll = 0
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.receive_some)
-        await yield_a_few_times()
-        assert receivers_in_io_wait(baseline) == 1
-        await server.send_all(b"ping")
-    assert client._sender.busy_poll.budget == 0
-    stats = client.statistics()
-    assert (stats.busy_poll_hits, stats.busy_poll_misses) == (0, 0)
-    await client.aclose()
-    await server.aclose()
+    async with socket_pair() as (client, server):
+        baseline = tasks_in_io_wait_for_reading()
+        give_budget(client, 30.0)
+        client.busy_poll = 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.receive_some)
+            await yield_a_few_times()
+            assert receivers_in_io_wait(baseline) == 1
+            await server.send_all(b"ping")
+        assert client._sender.busy_poll.budget == 0
+        stats = client.statistics()
+        assert (stats.busy_poll_hits, stats.busy_poll_misses) == (0, 0)
 
 
 async def test_a_poll_that_finds_nothing_ends_in_a_blocking_wait() -> None:
-    client, server = await socket_pair()
-    baseline = tasks_in_io_wait_for_reading()
-    # A 1 ms poll: wait_all_tasks_blocked returns only once it has given up.
-    give_budget(client, 0.001)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.receive_some)
-        await trio.testing.wait_all_tasks_blocked()
-        assert receivers_in_io_wait(baseline) == 1
-        assert client.statistics().busy_poll_misses == 1
-        await server.send_all(b"late")
-    # The wait lasted longer than the limit: the quiet connection stops polling.
-    assert client._sender.busy_poll.budget == 0
-    assert client.statistics().busy_poll_hits == 0
-    await client.aclose()
-    await server.aclose()
+    async with socket_pair() as (client, server):
+        baseline = tasks_in_io_wait_for_reading()
+        # A 1 ms poll: wait_all_tasks_blocked returns only once it has given up.
+        give_budget(client, 0.001)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.receive_some)
+            await trio.testing.wait_all_tasks_blocked()
+            assert receivers_in_io_wait(baseline) == 1
+            assert client.statistics().busy_poll_misses == 1
+            await server.send_all(b"late")
+        # The wait outlasted the limit: the quiet connection stops polling.
+        assert client._sender.busy_poll.budget == 0
+        assert client.statistics().busy_poll_hits == 0
 
 
 async def test_cancelling_a_polling_receive_loses_nothing() -> None:
-    client, server = await socket_pair()
-    baseline = tasks_in_io_wait_for_reading()
-    give_budget(client, 30.0)
-    async with trio.open_nursery() as nursery:
+    async with socket_pair() as (client, server):
+        baseline = tasks_in_io_wait_for_reading()
+        give_budget(client, 30.0)
         cancelled = trio.CancelScope()
 
         async def receive() -> None:
             with cancelled:
                 await client.receive_some()
-            assert cancelled.cancelled_caught
 
-        nursery.start_soon(receive)
-        await yield_a_few_times()
-        assert receivers_in_io_wait(baseline) == 0
-        cancelled.cancel()
-    await server.send_all(b"after the cancel")
-    assert await client.receive_some() == b"after the cancel"
-    await client.send_all(b"and back")
-    assert await server.receive_some() == b"and back"
-    await client.aclose()
-    await server.aclose()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            await yield_a_few_times()
+            assert receivers_in_io_wait(baseline) == 0
+            cancelled.cancel()
+        assert cancelled.cancelled_caught
+        await server.send_all(b"after the cancel")
+        assert await client.receive_some() == b"after the cancel"
+        await client.send_all(b"and back")
+        assert await server.receive_some() == b"and back"
 
 
 async def test_other_transports_never_poll() -> None:
