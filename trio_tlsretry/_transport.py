@@ -203,19 +203,26 @@ class _SocketIO(TransportSender):
         cancellation ends it at once having read nothing. Each step also
         offers the CPU to other processes (``sched_yield``): if the peer is
         runnable on our CPU, spinning would only delay the reply we wait for
-        (measured with both ends on one CPU: without the yield, polling cost
-        a third of the round-trip rate; with it, it costs nothing).
+        (with both benchmark ends on one CPU, ping-pong measured 1.48x
+        ``trio.SSLStream`` when polling without the yield, against 1.85x
+        without polling; with the yield the two measured the same).
         """
         poll = self.busy_poll
+        # Real time, not Trio's clock: under MockClock the latter stands
+        # still while tasks are runnable, and a poll keeps us runnable.
         started = time.perf_counter()
         if poll.budget:
             deadline = started + poll.budget
             while True:
+                # Yield first: the caller's read just found nothing, and the
+                # data can only come while somebody else runs.
                 await trio.lowlevel.checkpoint()
                 _yield_cpu()
                 data = self.try_receive(max_bytes)
                 now = time.perf_counter()
                 if data is not None:
+                    # No await from here on: ``data`` may be a view of the
+                    # per-thread scratch buffer (see try_receive).
                     poll.hits += 1
                     poll.record_wait(now - started)
                     return data
@@ -223,6 +230,7 @@ class _SocketIO(TransportSender):
                     break
             poll.misses += 1
         await trio.lowlevel.wait_readable(self._fileno())
+        # The whole wait, polling included, teaches the next one.
         poll.record_wait(time.perf_counter() - started)
         return self.try_receive(max_bytes)
 
