@@ -214,8 +214,8 @@ class _SocketIO(TransportSender):
         if poll.budget:
             deadline = started + poll.budget
             while True:
-                # Yield first: the caller's read just found nothing, and the
-                # data can only come while somebody else runs.
+                # Yield first: the caller's read just found nothing, so let
+                # other tasks (and a cancellation) go before reading again.
                 await trio.lowlevel.checkpoint()
                 _yield_cpu()
                 data = self.try_receive(max_bytes)
