@@ -29,26 +29,53 @@ def needs_openssl(test: _F) -> _F:
 
 
 class OpenSSLTool:
-    """An ``openssl`` subprocess whose stdout and stderr are collected."""
+    """An ``openssl`` subprocess whose stdout and stderr are collected as they come."""
 
     def __init__(self, process: trio.Process) -> None:
         self.process = process
         self.stdout = bytearray()
         self.stderr = bytearray()
         self._changed = trio.Event()
+        self._open_pipes = 2
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     async def _collect(self, stream: trio.abc.ReceiveStream, into: bytearray) -> None:
         while chunk := await stream.receive_some(65536):
             into += chunk
-            self._changed.set()
-            self._changed = trio.Event()
+            self._wake()
+        self._open_pipes -= 1
+        # A waiter must learn that no more output can come, not sleep on.
+        self._wake()
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds; it is checked again after each
+        piece of output. Raise AssertionError, with the end of both outputs,
+        if openssl closed stdout and stderr with ``condition()`` still false.
+        """
+        while not condition():
+            # Both pipes at EOF, rather than the exit status: output written
+            # just before exiting may not have been collected yet.
+            if self._open_pipes == 0:
+                raise AssertionError(
+                    f"openssl exited; stdout ends {self.trace()[-1500:]!r}, "
+                    f"stderr ends {bytes(self.stderr[-1500:])!r}"
+                )
+            await self._changed.wait()
 
     async def wait_for_stdout(self, pattern: bytes) -> re.Match[bytes]:
-        while (match := re.search(pattern, self.stdout)) is None:
-            if self.process.returncode is not None:
-                raise AssertionError(f"openssl exited: {self.stderr.decode(errors='replace')}")
-            await self._changed.wait()
+        """The first match of ``pattern`` in stdout, once there is one."""
+        await self.wait_for(lambda: re.search(pattern, self.stdout) is not None)
+        match = re.search(pattern, self.stdout)
+        assert match is not None
         return match
+
+    def trace(self, since: int = 0) -> str:
+        """Stdout from byte ``since`` on, as text: one character a byte, so
+        that offsets into it are offsets into :attr:`stdout`."""
+        return bytes(self.stdout[since:]).decode("latin-1")
 
     async def send(self, data: bytes) -> None:
         assert self.process.stdin is not None

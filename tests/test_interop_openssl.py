@@ -25,13 +25,13 @@ import re
 import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
 import trustme
+from openssl_tool import OpenSSLTool, openssl
 
 from trio_tlsretry import TLSStream
 from trio_tlsretry._listener import TLSListener
@@ -91,64 +91,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return Certs(tmp_path_factory.mktemp("certs"))
 
 
-class Tool:
-    """An openssl subprocess whose stdout and stderr are collected as they come."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.out = bytearray()
-        self.err = bytearray()
-        self._changed = trio.Event()
-        self._open_pipes = 2
-
-    @classmethod
-    async def start(cls, nursery: trio.Nursery, args: list[str]) -> Tool:
-        process = await trio.lowlevel.open_process(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        tool = cls(process)
-        assert process.stdout is not None and process.stderr is not None
-        nursery.start_soon(tool._pump, process.stdout, tool.out)
-        nursery.start_soon(tool._pump, process.stderr, tool.err)
-        return tool
-
-    async def _pump(self, pipe: trio.abc.ReceiveStream, sink: bytearray) -> None:
-        while True:
-            chunk = await pipe.receive_some(256 * 1024)
-            if not chunk:
-                break
-            sink.extend(chunk)
-            self._changed.set()
-            self._changed = trio.Event()
-        self._open_pipes -= 1
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, condition: Callable[[], bool]) -> None:
-        while not condition():
-            if self._open_pipes == 0:
-                raise AssertionError(
-                    f"openssl exited; stdout ends {self.trace()[-1500:]!r}, "
-                    f"stderr ends {bytes(self.err[-1500:])!r}"
-                )
-            await self._changed.wait()
-
-    async def write(self, data: bytes) -> None:
-        assert self.process.stdin is not None
-        await self.process.stdin.send_all(data)
-
-    def trace(self, since: int = 0) -> str:
-        return bytes(self.out[since:]).decode("latin-1")
-
-    async def stop(self) -> None:
-        self.process.kill()
-        with trio.CancelScope(shield=True):
-            await self.process.wait()
-            for pipe in (self.process.stdin, self.process.stdout, self.process.stderr):
-                if pipe is not None:
-                    await pipe.aclose()
-
-
 # Each case: (command letter or None, protocol, the -msg trace lines that prove
 # the command was acted on).
 KEY_UPDATE_SENT = r">>> TLS 1\.3, Handshake \[length 0005\], KeyUpdate"
@@ -163,9 +105,9 @@ VERSION_FLAG = {TLS12: "-tls1_2", TLS13: "-tls1_3"}
 VERSION_NAME = {TLS12: "TLSv1.2", TLS13: "TLSv1.3"}
 
 
-async def run_to_proof(tool: Tool, command: str, proofs: list[str]) -> None:
-    mark = len(tool.out)
-    await tool.write(command.encode() + b"\n")
+async def run_to_proof(tool: OpenSSLTool, command: str, proofs: list[str]) -> None:
+    mark = len(tool.stdout)
+    await tool.send(command.encode() + b"\n")
     for proof in proofs:
         await tool.wait_for(lambda p=proof: re.search(p, tool.trace(mark)) is not None)  # type: ignore[misc]
 
@@ -186,7 +128,6 @@ SERVER_CASES = [
 async def test_client_against_s_server(
     certs: Certs, command: str | None, version: ssl.TLSVersion, proofs: list[str]
 ) -> None:
-    assert OPENSSL is not None
     upload = high_bytes(16 * MiB)
     download = high_bytes(4 * MiB)
     half = len(download) // 2
@@ -195,78 +136,65 @@ async def test_client_against_s_server(
     command_while_uploading = False
 
     with trio.fail_after(DEADLINE):
-        async with trio.open_nursery() as nursery:
-            server = await Tool.start(
-                nursery,
-                [
-                    OPENSSL,
-                    "s_server",
-                    "-accept",
-                    f"{HOST}:0",
-                    "-cert",
-                    str(certs.server_pem),
-                    "-naccept",
-                    "1",
-                    "-msg",
-                    VERSION_FLAG[version],
-                ],
+        async with openssl(
+            "s_server",
+            "-accept",
+            f"{HOST}:0",
+            "-cert",
+            str(certs.server_pem),
+            "-naccept",
+            "1",
+            "-msg",
+            VERSION_FLAG[version],
+        ) as server:
+            match = await server.wait_for_stdout(rb"ACCEPT 127\.0\.0\.1:(\d+)")
+            client = await open_tls_over_tcp_stream(
+                HOST, int(match.group(1)), ssl_context=certs.client_context(version)
             )
-            try:
-                await server.wait_for(lambda: b"ACCEPT" in server.out)
-                match = re.search(r"ACCEPT 127\.0\.0\.1:(\d+)", server.trace())
-                assert match
-                client = await open_tls_over_tcp_stream(
-                    HOST, int(match.group(1)), ssl_context=certs.client_context(version)
-                )
-                await client.do_handshake()
-                assert client.version() == VERSION_NAME[version]
-                received = trio.Event()
+            await client.do_handshake()
+            assert client.version() == VERSION_NAME[version]
+            received = trio.Event()
 
-                async def receive_download() -> None:
-                    while len(got) < len(download):
-                        data = await client.receive_some()
-                        assert data, "s_server closed early"
-                        got.extend(data)
-                        if len(got) >= half:
-                            received.set()
+            async def receive_download() -> None:
+                while len(got) < len(download):
+                    data = await client.receive_some()
+                    assert data, "s_server closed early"
+                    got.extend(data)
+                    if len(got) >= half:
+                        received.set()
 
-                async def send_upload() -> None:
-                    await client.send_all(upload)  # one call: the command lands inside it
-                    upload_done.set()
+            async def send_upload() -> None:
+                await client.send_all(upload)  # one call: the command lands inside it
+                upload_done.set()
 
-                async with trio.open_nursery() as transfer:
-                    transfer.start_soon(receive_download)
-                    transfer.start_soon(send_upload)
-                    await server.write(download[:half])
-                    # s_server has consumed its stdin, and the upload is under way.
-                    await received.wait()
-                    await server.wait_for(lambda: len(data_of(server.out)) >= MiB)
-                    if command is not None:
-                        command_while_uploading = not upload_done.is_set()
-                        await run_to_proof(server, command, proofs)
-                    await server.write(download[half:])
+            async with trio.open_nursery() as transfer:
+                transfer.start_soon(receive_download)
+                transfer.start_soon(send_upload)
+                await server.send(download[:half])
+                # s_server has consumed its stdin, and the upload is under way.
+                await received.wait()
+                await server.wait_for(lambda: len(data_of(server.stdout)) >= MiB)
+                if command is not None:
+                    command_while_uploading = not upload_done.is_set()
+                    await run_to_proof(server, command, proofs)
+                await server.send(download[half:])
 
-                assert sha(got) == sha(download)
-                await server.wait_for(lambda: len(data_of(server.out)) >= len(upload))
-                assert sha(data_of(server.out)) == sha(upload)
+            assert sha(got) == sha(download)
+            await server.wait_for(lambda: len(data_of(server.stdout)) >= len(upload))
+            assert sha(data_of(server.stdout)) == sha(upload)
 
-                # close_notify both ways: unwrap sends ours and waits for theirs.
-                _transport, trailing = await client.unwrap()
-                assert trailing == b""
-                await _transport.aclose()
-                await server.wait_for(lambda: b"CONNECTION CLOSED" in server.out)
-                trace = server.trace()
-                assert re.search(CLOSE_NOTIFY_RECEIVED, trace)
-                assert re.search(CLOSE_NOTIFY_SENT, trace)
-                if command in ("r", "R"):
-                    assert re.search(
-                        r">>> TLS 1\.2, Handshake \[length 0004\], HelloRequest", trace
-                    )
-                    # Two full handshakes: the first and the renegotiation.
-                    assert len(re.findall(FINISHED_RECEIVED, trace)) == 2
-            finally:
-                await server.stop()
-                nursery.cancel_scope.cancel()
+            # close_notify both ways: unwrap sends ours and waits for theirs.
+            _transport, trailing = await client.unwrap()
+            assert trailing == b""
+            await _transport.aclose()
+            await server.wait_for(lambda: b"CONNECTION CLOSED" in server.stdout)
+            trace = server.trace()
+            assert re.search(CLOSE_NOTIFY_RECEIVED, trace)
+            assert re.search(CLOSE_NOTIFY_SENT, trace)
+            if command in ("r", "R"):
+                assert re.search(r">>> TLS 1\.2, Handshake \[length 0004\], HelloRequest", trace)
+                # Two full handshakes: the first and the renegotiation.
+                assert len(re.findall(FINISHED_RECEIVED, trace)) == 2
     if command is not None:
         assert command_while_uploading
 
@@ -286,7 +214,6 @@ CLIENT_CASES = [
 async def test_s_client_against_server(
     certs: Certs, command: str | None, version: ssl.TLSVersion, proofs: list[str]
 ) -> None:
-    assert OPENSSL is not None
     upload = high_bytes(4 * MiB)
     half = len(upload) // 2
     # TLS 1.3: the server keeps sending throughout, KeyUpdate included. TLS 1.2
@@ -314,69 +241,63 @@ async def test_s_client_against_server(
         download_done.set()
 
     with trio.fail_after(DEADLINE):
-        async with listener, trio.open_nursery() as nursery:
-            client = await Tool.start(
-                nursery,
-                [
-                    OPENSSL,
-                    "s_client",
-                    "-connect",
-                    f"{HOST}:{port}",
-                    "-brief",
-                    "-msg",
-                    "-CAfile",
-                    str(certs.ca_pem),
-                    "-verify_return_error",
-                    VERSION_FLAG[version],
-                ],
-            )
-            try:
-                stream = await listener.accept()
-                await stream.do_handshake()
-                assert stream.version() == VERSION_NAME[version]
-                await client.wait_for(lambda: b"CONNECTION ESTABLISHED" in client.err)
+        async with (
+            listener,
+            openssl(
+                "s_client",
+                "-connect",
+                f"{HOST}:{port}",
+                "-brief",
+                "-msg",
+                "-CAfile",
+                str(certs.ca_pem),
+                "-verify_return_error",
+                VERSION_FLAG[version],
+            ) as client,
+        ):
+            stream = await listener.accept()
+            await stream.do_handshake()
+            assert stream.version() == VERSION_NAME[version]
+            await client.wait_for(lambda: b"CONNECTION ESTABLISHED" in client.stderr)
 
-                async with trio.open_nursery() as transfer:
-                    transfer.start_soon(send_download, stream)
-                    await client.write(upload[:half])
-                    await receive_upload(stream, half)  # s_client consumed its stdin
-                    if concurrent_download:
-                        await client.wait_for(lambda: len(data_of(client.out)) >= MiB)
-                    else:
-                        # s_client must have read every record before it
-                        # renegotiates, or it fails itself ("unexpected
-                        # message"): it cannot take application data while
-                        # waiting for the ServerHello.
-                        await download_done.wait()
-                        await client.wait_for(lambda: len(data_of(client.out)) >= len(download))
-                    if command is not None:
-                        command_while_downloading = not download_done.is_set()
-                        async with trio.open_nursery() as during:
-                            # The server must keep reading: the KeyUpdate or
-                            # renegotiation arrives in its receive_some.
-                            during.start_soon(receive_upload, stream, half + 1)
-                            await run_to_proof(client, command, proofs)
-                            await client.write(upload[half : half + 1])
-                        await client.write(upload[half + 1 :])
-                    else:
-                        await client.write(upload[half:])
-                    await receive_upload(stream, len(upload))
+            async with trio.open_nursery() as transfer:
+                transfer.start_soon(send_download, stream)
+                await client.send(upload[:half])
+                await receive_upload(stream, half)  # s_client consumed its stdin
+                if concurrent_download:
+                    await client.wait_for(lambda: len(data_of(client.stdout)) >= MiB)
+                else:
+                    # s_client must have read every record before it
+                    # renegotiates, or it fails itself ("unexpected
+                    # message"): it cannot take application data while
+                    # waiting for the ServerHello.
+                    await download_done.wait()
+                    await client.wait_for(lambda: len(data_of(client.stdout)) >= len(download))
+                if command is not None:
+                    command_while_downloading = not download_done.is_set()
+                    async with trio.open_nursery() as during:
+                        # The server must keep reading: the KeyUpdate or
+                        # renegotiation arrives in its receive_some.
+                        during.start_soon(receive_upload, stream, half + 1)
+                        await run_to_proof(client, command, proofs)
+                        await client.send(upload[half : half + 1])
+                    await client.send(upload[half + 1 :])
+                else:
+                    await client.send(upload[half:])
+                await receive_upload(stream, len(upload))
 
-                await client.wait_for(lambda: len(data_of(client.out)) >= len(download))
-                assert sha(data_of(client.out)) == sha(download)
-                assert sha(got) == sha(upload)
+            await client.wait_for(lambda: len(data_of(client.stdout)) >= len(download))
+            assert sha(data_of(client.stdout)) == sha(download)
+            assert sha(got) == sha(upload)
 
-                transport, trailing = await stream.unwrap()
-                assert trailing == b""
-                await transport.aclose()
-                with trio.CancelScope(shield=True):
-                    await client.process.wait()
-                trace = client.trace()
-                assert re.search(CLOSE_NOTIFY_RECEIVED, trace)
-                assert re.search(CLOSE_NOTIFY_SENT, trace)
-            finally:
-                await client.stop()
-                nursery.cancel_scope.cancel()
+            transport, trailing = await stream.unwrap()
+            assert trailing == b""
+            await transport.aclose()
+            with trio.CancelScope(shield=True):
+                await client.process.wait()
+            trace = client.trace()
+            assert re.search(CLOSE_NOTIFY_RECEIVED, trace)
+            assert re.search(CLOSE_NOTIFY_SENT, trace)
     if concurrent_download and command is not None:
         assert command_while_downloading
 
