@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -345,6 +346,25 @@ def timed_result(
     }
 
 
+async def repeat_for(
+    seconds: float, batch: Callable[[], Awaitable[None]], per_batch: int, profile: str | None
+) -> tuple[int, float, float, float]:
+    """Run ``batch`` until ``seconds`` have passed: operations, wall, CPU and peer CPU seconds."""
+    count = 0
+    with Profiler(profile):
+        p0 = peer_cpu()
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        deadline = t0 + seconds
+        while time.perf_counter() < deadline:
+            await batch()
+            count += per_batch
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+        pcpu = peer_cpu() - p0
+    return count, elapsed, cpu, pcpu
+
+
 async def case_bulk(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
     total = size("bulk_total", opts.quick)
     chunk_size = size("bulk_chunk", opts.quick)
@@ -413,18 +433,9 @@ async def case_pingpong(connect: Callable[[], Awaitable[Conn]], opts: argparse.N
                 data += await recv_exact(conn, 64 - len(data))
 
     await rounds(500)  # warm-up
-    count = 0
-    with Profiler(opts.profile):
-        p0 = peer_cpu()
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        deadline = t0 + seconds
-        while time.perf_counter() < deadline:
-            await rounds(200)
-            count += 200
-        elapsed = time.perf_counter() - t0
-        cpu = time.process_time() - c0
-        pcpu = peer_cpu() - p0
+    count, elapsed, cpu, pcpu = await repeat_for(
+        seconds, functools.partial(rounds, 200), 200, opts.profile
+    )
     await conn.close()
     rate = count / elapsed
     return timed_result(rate, "round trips/s", elapsed, cpu, pcpu, info, round_trips=count)
@@ -443,21 +454,13 @@ async def case_handshake(connect: Callable[[], Awaitable[Conn]], opts: argparse.
             raise RuntimeError("bad reply")
         await conn.close()
 
+    async def ten() -> None:
+        for _ in range(10):
+            await one()
+
     for _ in range(20):  # warm-up
         await one()
-    count = 0
-    with Profiler(opts.profile):
-        p0 = peer_cpu()
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        deadline = t0 + seconds
-        while time.perf_counter() < deadline:
-            for _ in range(10):
-                await one()
-            count += 10
-        elapsed = time.perf_counter() - t0
-        cpu = time.process_time() - c0
-        pcpu = peer_cpu() - p0
+    count, elapsed, cpu, pcpu = await repeat_for(seconds, ten, 10, opts.profile)
     rate = count / elapsed
     return timed_result(rate, "connections/s", elapsed, cpu, pcpu, info, connections=count)
 
