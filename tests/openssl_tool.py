@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,6 +13,8 @@ from typing import TypeVar
 
 import pytest
 import trio
+
+from trio_tlsretry import TLSStream
 
 #: An upper bound for any single wait on a subprocess or a thread: a guard
 #: against a hung peer, never an assertion about speed.
@@ -109,3 +112,23 @@ async def openssl(*args: str) -> AsyncIterator[OpenSSLTool]:
             await process.wait()
             if process.stdin is not None:
                 await process.stdin.aclose()
+
+
+@asynccontextmanager
+async def server_stream_for_s_client(
+    server_context: ssl.SSLContext, *s_client_args: str
+) -> AsyncIterator[tuple[TLSStream, OpenSSLTool]]:
+    """Our server ``TLSStream``, handshake done, with ``openssl s_client`` as its peer.
+
+    ``s_client`` connects to a fresh listener on 127.0.0.1 (``-connect`` is
+    added here); ``s_client_args`` are the rest of its options.
+    """
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    async with openssl("s_client", "-connect", f"127.0.0.1:{port}", *s_client_args) as tool:
+        with trio.fail_after(PEER_TIMEOUT):
+            transport = await listeners[0].accept()
+        await listeners[0].aclose()
+        server = TLSStream(transport, server_context, server_side=True)
+        await server.do_handshake()
+        yield server, tool

@@ -23,7 +23,13 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from openssl_tool import PEER_TIMEOUT, OpenSSLTool, needs_openssl, openssl
+from openssl_tool import (
+    PEER_TIMEOUT,
+    OpenSSLTool,
+    needs_openssl,
+    openssl,
+    server_stream_for_s_client,
+)
 from streamtools import handshake, receive_exactly, receive_until_eof
 
 from trio_tlsretry import SendEOFNotSupportedError, StreamState, TLSStream
@@ -294,16 +300,8 @@ async def server_facing_s_client(
 ) -> AsyncIterator[tuple[TLSStream, OpenSSLTool]]:
     """Our TLS 1.3 server stream, connected to ``openssl s_client``."""
     pems = write_pems(contexts, tmp_path)
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-    args = ["-connect", f"127.0.0.1:{port}", "-CAfile", pems["ca"]]
-    args += ["-verify_hostname", HOSTNAME, "-verify_return_error", "-tls1_3"]
-    async with openssl("s_client", *args) as tool:
-        with trio.fail_after(PEER_TIMEOUT):
-            transport = await listeners[0].accept()
-        await listeners[0].aclose()
-        server = TLSStream(transport, contexts.server, server_side=True)
-        await server.do_handshake()
+    args = ["-CAfile", pems["ca"], "-verify_hostname", HOSTNAME, "-verify_return_error", "-tls1_3"]
+    async with server_stream_for_s_client(contexts.server, *args) as (server, tool):
         yield server, tool
 
 

@@ -18,7 +18,11 @@ import pytest
 import trio
 import trio.testing
 import trustme
-from openssl_tool import PEER_TIMEOUT, OpenSSLTool, needs_openssl, openssl
+from openssl_tool import (
+    OpenSSLTool,
+    needs_openssl,
+    server_stream_for_s_client,
+)
 from streamtools import handshake, receive_exactly, receive_until_eof
 
 from trio_tlsretry import StreamState, TLSStream
@@ -287,19 +291,11 @@ async def s_client_for(
     contexts.base.ca.cert_pem.write_to_path(paths["ca"])
     contexts.client_cert.cert_chain_pems[0].write_to_path(paths["cert"])
     contexts.client_cert.private_key_pem.write_to_path(paths["key"])
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listeners[0].socket.getsockname()[1]
-    args = ["-quiet", "-connect", f"127.0.0.1:{port}"]
-    args += ["-CAfile", paths["ca"], "-verify_hostname", HOSTNAME, "-verify_return_error"]
-    args += ["-tls1_3", "-enable_pha"]
+    args = ["-quiet", "-CAfile", paths["ca"], "-verify_hostname", HOSTNAME]
+    args += ["-verify_return_error", "-tls1_3", "-enable_pha"]
     if with_cert:
         args += ["-cert", paths["cert"], "-key", paths["key"]]
-    async with openssl("s_client", *args) as tool:
-        with trio.fail_after(PEER_TIMEOUT):
-            transport = await listeners[0].accept()
-        await listeners[0].aclose()
-        server = TLSStream(transport, contexts.server, server_side=True)
-        await server.do_handshake()
+    async with server_stream_for_s_client(contexts.server, *args) as (server, tool):
         yield server, tool
 
 
