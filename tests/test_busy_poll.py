@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from streamtools import handshake
 
-from trio_tlsretry import TLSStream, _busy_poll
+from trio_tlsretry import TLSStream, _busy_poll, _transport
 from trio_tlsretry._busy_poll import DEFAULT_BUSY_POLL, BusyPollBudget, default_busy_poll
 from trio_tlsretry.testing import make_tls_contexts, tls_stream_pair_over
 
@@ -190,6 +190,21 @@ async def test_polling_receiver_gets_data_without_entering_the_io_wait() -> None
         assert (stats.busy_poll_hits, stats.busy_poll_misses) == (1, 0)
         # Learned again from this (short) wait: 1.5 times it, far below 30 s.
         assert 0 < client._sender.busy_poll.budget < 30.0
+
+
+async def test_each_poll_step_offers_the_cpu_to_other_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    yields: list[None] = []
+    monkeypatch.setattr(_transport, "_yield_cpu", lambda: yields.append(None))
+    async with socket_pair() as (client, server):
+        give_budget(client, 30.0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.receive_some)
+            await yield_a_few_times()
+            assert len(yields) >= 2  # the receiver has polled, yielding each time
+            await server.send_all(b"ping")
+        assert client.statistics().busy_poll_hits == 1
 
 
 async def test_with_busy_poll_zero_the_receiver_blocks_at_once() -> None:
