@@ -83,6 +83,17 @@ def contexts_for(version: ssl.TLSVersion) -> TLSContexts:
     return _CONTEXTS[version]
 
 
+def exact_pair(version: ssl.TLSVersion, capacity: int) -> tuple[TLSStream, TLSStream]:
+    """A client/server pair over the exact-progress memory transport of ``capacity`` bytes."""
+    contexts = contexts_for(version)
+    return tls_memory_stream_pair(
+        client_context=contexts.client,
+        server_context=contexts.server,
+        exact_progress=True,
+        capacity=capacity,
+    )
+
+
 # ---------------------------------------------------------------------------
 # Bounded execution.
 # (Specific to these tests; candidates for trio_tlsretry.testing later.)
@@ -686,13 +697,7 @@ async def test_eof_without_close_notify_is_an_error_unless_https_compatible(
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_peer_that_never_reads(version: ssl.TLSVersion) -> None:
     """send_all blocks, is cancellable, and resumes when retried with the same object."""
-    contexts = contexts_for(version)
-    client, server = tls_memory_stream_pair(
-        client_context=contexts.client,
-        server_context=contexts.server,
-        exact_progress=True,
-        capacity=1000,
-    )
+    client, server = exact_pair(version, 1000)
     await handshake(client, server)
     message = bytes(range(256)) * 2000  # 512 000 bytes
     for _ in range(5):
@@ -763,13 +768,7 @@ async def test_peer_that_dribbles_one_byte_at_a_time(version: ssl.TLSVersion) ->
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_flooding_peer_is_not_read_until_asked(version: ssl.TLSVersion) -> None:
     """A peer sends 4 MiB while we do not read: nothing is pulled into memory."""
-    contexts = contexts_for(version)
-    client, server = tls_memory_stream_pair(
-        client_context=contexts.client,
-        server_context=contexts.server,
-        exact_progress=True,
-        capacity=64 * 1024,
-    )
+    client, server = exact_pair(version, 64 * 1024)
     await handshake(client, server)
     flood = b"F" * (4 * 1024 * 1024)
 
@@ -804,13 +803,7 @@ async def test_flooding_peer_is_not_read_until_asked(version: ssl.TLSVersion) ->
 @pytest.mark.parametrize("capacity", [1, 7, 4096])
 async def test_exact_progress_pair_tiny_capacity_roundtrip(capacity: int) -> None:
     """A transport that moves a few bytes per send: everything arrives, checkpoints bounded."""
-    contexts = contexts_for(TLS13)
-    client, server = tls_memory_stream_pair(
-        client_context=contexts.client,
-        server_context=contexts.server,
-        exact_progress=True,
-        capacity=capacity,
-    )
+    client, server = exact_pair(TLS13, capacity)
     message = bytes(range(256)) * 40
     received = bytearray()
 
