@@ -4,8 +4,6 @@
 writes, cancellation-safe retries and bounded buffering.
 """
 
-from __future__ import annotations
-
 from ._errors import NeedHandshakeError, PostHandshakeAuthError, SendEOFNotSupportedError
 from ._info import ConnectionInfo
 from ._listener import DEFAULT_HANDSHAKE_TIMEOUT, TLSListener, handshake_or_drop
