@@ -12,12 +12,22 @@ cancelled send costs nothing:
   sent and sends nothing if cancelled;
 * :class:`trio.SocketStream`, whose socket's ``send`` has the same property
   (every Trio socket operation is cancel-atomic).
+
+Over a ``SocketStream`` there are two ways to move the bytes. If its socket
+is a real operating-system socket (see :func:`is_os_socket`), the stream
+reads and writes the socket's file descriptor itself (``_SocketIO``), which
+saves a scheduler round trip per call. Any other socket, such as one made by a
+custom socket factory (a fake network in a test, an instrumented wrapper), is
+driven through its own async ``send`` and ``recv``: its descriptor may not
+exist, and its methods may do something a raw descriptor write would skip.
+Both ways are exactly accounted.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import socket as stdlib_socket
 import sys
 import threading
 import time
@@ -27,7 +37,7 @@ import trio
 
 from ._busy_poll import BusyPollBudget
 
-__all__ = ["ExactProgressStream", "TransportSender", "sender_for"]
+__all__ = ["ExactProgressStream", "TransportSender", "is_os_socket", "sender_for"]
 
 
 class ExactProgressStream(trio.abc.Stream):
@@ -237,7 +247,14 @@ class _SocketIO(TransportSender):
 
 
 class _TrioSocketSender(TransportSender):
-    """``SocketStream`` on platforms without ``os.read``/``os.write`` on sockets."""
+    """A ``SocketStream`` driven through its socket's own async methods.
+
+    Used for sockets that are not real OS sockets (custom socket factories)
+    and on platforms without ``os.read``/``os.write`` on sockets. A socket's
+    ``send`` reports how much it took and, like every Trio socket operation,
+    is cancel-atomic, so sends stay exactly accounted; reads go through the
+    stream's ``receive_some``, which calls the socket's ``recv``.
+    """
 
     exact = True
 
@@ -254,12 +271,44 @@ class _TrioSocketSender(TransportSender):
             raise _socket_error(exc) from exc
 
 
+# The class of Trio's own socket objects, learnt from Trio itself the first
+# time it is needed (see is_os_socket).
+_os_socket_class: type[trio.socket.SocketType] | None = None
+
+
+def is_os_socket(sock: trio.socket.SocketType) -> bool:
+    """Whether ``sock`` is Trio's own wrapper of an operating-system socket.
+
+    The rule: the object's type is exactly the type of what
+    :func:`trio.socket.from_stdlib_socket` returns (which is also what
+    :func:`trio.socket.socket` returns without a custom socket factory).
+    ``isinstance(sock, trio.socket.SocketType)`` is not enough: a custom
+    socket factory must return instances of that class too, and a subclass
+    of Trio's class may override methods that a raw descriptor write would
+    bypass. Only for an exact match does a ``fileno()`` stand for the socket.
+
+    Trio does not name that class publicly, so the first call asks Trio to
+    wrap a throw-away stdlib socket and remembers the type of the result (if
+    no socket can be made, nothing is remembered and the answer is ``False``).
+    """
+    global _os_socket_class
+    os_socket_class = _os_socket_class
+    if os_socket_class is None:
+        try:
+            with stdlib_socket.socket() as probe:
+                os_socket_class = type(trio.socket.from_stdlib_socket(probe))
+        except OSError:
+            return False
+        _os_socket_class = os_socket_class
+    return type(sock) is os_socket_class
+
+
 def sender_for(transport: trio.abc.Stream) -> TransportSender:
     """Pick the most precise way to send over ``transport``."""
     if isinstance(transport, ExactProgressStream):
         return _ExactSender(transport)
     if isinstance(transport, trio.SocketStream):
-        if sys.platform == "win32":
+        if sys.platform == "win32" or not is_os_socket(transport.socket):
             return _TrioSocketSender(transport)
         return _SocketIO(transport)
     return TransportSender(transport)
