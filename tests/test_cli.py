@@ -9,7 +9,10 @@ import hashlib
 import os
 import re
 import shutil
+import signal
+import socket
 import ssl
+import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -19,6 +22,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from trio_tlsretry import TLSListener, TLSStream, open_tls_over_tcp_stream
 from trio_tlsretry._cli import main
 from trio_tlsretry.testing import make_tls_contexts
 
@@ -96,6 +100,41 @@ def assert_one_line_error(result: subprocess.CompletedProcess[bytes], pattern: s
     assert re.search(pattern, lines[0]), lines[0]
 
 
+def assert_error_line(result: subprocess.CompletedProcess[bytes], line: str) -> None:
+    """stderr is exactly ``line``, the exit status 1."""
+    err = result.stderr.decode()
+    assert (result.returncode, err) == (1, line + "\n")
+
+
+def run_sync(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """``trio-tlsretry *args``, with no input, from a synchronous test."""
+    return subprocess.run(
+        [*PYTHON, *args],
+        capture_output=True,
+        timeout=DEADLINE,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+async def read_lines(stream: trio.abc.ReceiveStream, count: int) -> list[str]:
+    """The first ``count`` lines from ``stream`` (which says nothing more meanwhile)."""
+    text = bytearray()
+    with trio.fail_after(DEADLINE):
+        while text.count(b"\n") < count:
+            chunk = await stream.receive_some()
+            assert chunk, f"stream ended after {bytes(text)!r}"
+            text.extend(chunk)
+    return text.decode().splitlines()
+
+
+async def interrupt(process: trio.Process) -> int:
+    """Send ``process`` SIGINT (Ctrl-C); return its exit status."""
+    process.send_signal(signal.SIGINT)
+    with trio.fail_after(DEADLINE):
+        return await process.wait()
+
+
 # ------------------------------------------------------------------ demo
 
 
@@ -163,8 +202,6 @@ async def test_connect_reports_alpn(tmp_path: Path) -> None:
     port = listener.socket.getsockname()[1]
     ca = tmp_path / "ca.pem"
     contexts.ca.cert_pem.write_to_path(str(ca))
-
-    from trio_tlsretry._listener import TLSListener
 
     async with TLSListener(listener, contexts.server) as tls, trio.open_nursery() as nursery:
 
@@ -292,7 +329,9 @@ def test_serve_port_in_use() -> None:
             timeout=DEADLINE,
             check=False,
         )
-    assert_one_line_error(result, rf"error: cannot listen on port {port}: Address already in use")
+    assert_one_line_error(
+        result, rf"error: cannot listen on 127\.0\.0\.1 port {port}: Address already in use"
+    )
 
 
 def test_demo_without_trustme(
@@ -313,3 +352,216 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
         main(["serve"])  # --port is required
     assert info.value.code == 2
     assert "--port" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1"])
+def test_serve_port_out_of_range(port: str) -> None:
+    # Not wrapped modulo 65536 by the socket layer, not "Unknown error -8".
+    result = run_sync("serve", "--port", port, "--host", "127.0.0.1")
+    assert_error_line(
+        result, f"trio-tlsretry: error: port out of range: {port} (must be 0 to 65535)"
+    )
+
+
+def test_connect_port_out_of_range() -> None:
+    result = run_sync("connect", "127.0.0.1:99999")
+    assert_error_line(result, "trio-tlsretry: error: port out of range: 99999 (must be 1 to 65535)")
+
+
+def resolver_says(host: str) -> str:
+    """What getaddrinfo says about ``host``, a name that cannot resolve."""
+    with pytest.raises(socket.gaierror) as info:
+        socket.getaddrinfo(host, 443)
+    assert info.value.strerror
+    return info.value.strerror
+
+
+# Names under .invalid never resolve (RFC 2606 section 2), without asking
+# the network.
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["serve", "--port", "0", "--host", "nosuchhost.invalid"],
+        ["connect", "nosuchhost.invalid:443"],
+    ],
+    ids=["serve", "connect"],
+)
+def test_unresolvable_host(command: list[str]) -> None:
+    result = run_sync(*command)
+    reason = resolver_says("nosuchhost.invalid")
+    assert_error_line(
+        result, f"trio-tlsretry: error: cannot resolve host name nosuchhost.invalid: {reason}"
+    )
+
+
+def test_serve_on_an_address_of_another_machine() -> None:
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): reserved for documentation, so not
+    # an address of this machine; bind fails locally, nothing is sent.
+    with socket.socket() as probe:
+        try:
+            probe.bind(("192.0.2.1", 0))
+        except OSError as exc:
+            reason = os.strerror(exc.errno or 0)
+        else:
+            pytest.skip("this machine has the address 192.0.2.1")
+    result = run_sync("serve", "--port", "0", "--host", "192.0.2.1")
+    assert_error_line(result, f"trio-tlsretry: error: cannot listen on 192.0.2.1 port 0: {reason}")
+
+
+def test_serve_cert_that_is_not_pem(tmp_path: Path) -> None:
+    text = tmp_path / "README.md"
+    text.write_text("# Not a certificate\n")
+    result = run_sync("serve", "--port", "0", "--cert", str(text))
+    assert_error_line(
+        result,
+        f"trio-tlsretry: error: cannot load certificate {str(text)!r}: "
+        "the file holds no PEM certificate",
+    )
+
+
+def test_serve_key_that_is_not_pem(tmp_path: Path) -> None:
+    contexts = make_tls_contexts("127.0.0.1")
+    cert = tmp_path / "cert.pem"
+    contexts.server_cert.cert_chain_pems[0].write_to_path(str(cert))
+    result = run_sync("serve", "--port", "0", "--cert", str(cert), "--key", str(cert))
+    assert_error_line(
+        result,
+        f"trio-tlsretry: error: cannot load key {str(cert)!r}: the file holds no PEM private key",
+    )
+
+
+def test_serve_key_of_another_certificate(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    other_key = tmp_path / "other-key.pem"
+    make_tls_contexts("127.0.0.1").server_cert.cert_chain_pems[0].write_to_path(str(cert))
+    make_tls_contexts("127.0.0.1").server_cert.private_key_pem.write_to_path(str(other_key))
+    result = run_sync("serve", "--port", "0", "--cert", str(cert), "--key", str(other_key))
+    assert_error_line(
+        result,
+        f"trio-tlsretry: error: cannot load certificate {str(cert)!r} / key {str(other_key)!r}: "
+        "the private key does not belong to the certificate",
+    )
+
+
+def test_connect_insecure_with_cafile_is_refused(tmp_path: Path) -> None:
+    result = run_sync("connect", "127.0.0.1:1", "--insecure", "--cafile", str(tmp_path / "ca.pem"))
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert err.splitlines()[-1] == (
+        "trio-tlsretry connect: error: argument --cafile: not allowed with argument --insecure"
+    )
+
+
+def test_connect_help_describes_the_address() -> None:
+    result = subprocess.run(
+        [*PYTHON, "connect", "--help"], capture_output=True, timeout=DEADLINE, check=True
+    )
+    out = result.stdout.decode()
+    assert re.search(r"^  HOST:PORT +the server to connect to; HOST is", out, re.MULTILINE), out
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_throwaway_key_file_is_owner_only() -> None:
+    from trio_tlsretry._cli import _load_throwaway_certificate, _self_signed_certificate
+
+    modes: dict[str, int] = {}
+
+    class RecordingContext(ssl.SSLContext):
+        """Notes the mode of each file it is asked to load, while it exists."""
+
+        def load_cert_chain(
+            self, certfile: str, keyfile: str | None = None, password: None = None
+        ) -> None:  # type: ignore[override]
+            assert keyfile is not None
+            modes["cert"] = stat.S_IMODE(os.stat(certfile).st_mode)
+            modes["key"] = stat.S_IMODE(os.stat(keyfile).st_mode)
+            super().load_cert_chain(certfile, keyfile)
+
+    cert, key = _self_signed_certificate(None)
+    context = RecordingContext(ssl.PROTOCOL_TLS_SERVER)
+    old_umask = os.umask(0)  # the mode must not depend on the umask
+    try:
+        _load_throwaway_certificate(context, cert, key)
+    finally:
+        os.umask(old_umask)
+    assert modes == {"cert": 0o600, "key": 0o600}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_private_file_is_never_reused(tmp_path: Path) -> None:
+    from trio_tlsretry._cli import _write_private_file
+
+    planted = tmp_path / "key.pem"
+    planted.symlink_to(tmp_path / "elsewhere.pem")
+    with pytest.raises(FileExistsError):
+        _write_private_file(str(planted), b"secret")
+    assert not (tmp_path / "elsewhere.pem").exists()
+
+
+# ------------------------------------------------------------------ Ctrl-C
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT to a subprocess")
+async def test_serve_interrupted(tmp_path: Path) -> None:
+    async with serve(tmp_path) as server:
+        status = await interrupt(server.process)
+    assert status == 130
+    assert server.log.read_text() == "trio-tlsretry: interrupted\n"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT to a subprocess")
+async def test_serve_interrupted_closes_connections_with_close_notify(tmp_path: Path) -> None:
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+    async with serve(tmp_path) as server:
+        stream = await open_tls_over_tcp_stream("127.0.0.1", server.port, ssl_context=insecure)
+        async with stream:
+            await stream.send_all(b"ping")
+            with trio.fail_after(DEADLINE):
+                assert await stream.receive_some() == b"ping"  # the handler is running
+            status = await interrupt(server.process)
+            # b"" is close_notify; a dropped connection raises BrokenResourceError.
+            assert await stream.receive_some() == b""
+    assert status == 130
+    lines = server.log.read_text().splitlines()
+    assert len(lines) == 3, lines
+    assert re.fullmatch(r"\[1\] 127\.0\.0\.1:\d+: TLSv1\.3 \S+", lines[0])
+    assert re.fullmatch(r"\[1\] 127\.0\.0\.1:\d+: 4 bytes, closed \(server stopping\)", lines[1])
+    assert lines[2] == "trio-tlsretry: interrupted"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT to a subprocess")
+async def test_connect_interrupted_closes_with_close_notify(tmp_path: Path) -> None:
+    contexts = make_tls_contexts("127.0.0.1")
+    ca = tmp_path / "ca.pem"
+    contexts.ca.cert_pem.write_to_path(str(ca))
+    (tcp,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = tcp.socket.getsockname()[1]
+    async with TLSListener(tcp, contexts.server) as listener:
+        client = await trio.lowlevel.open_process(
+            [*PYTHON, "connect", f"127.0.0.1:{port}", "--cafile", str(ca)],
+            stdin=subprocess.PIPE,  # left open: the client is waiting for input
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert client.stderr is not None
+            with trio.fail_after(DEADLINE):
+                server_side: TLSStream[trio.SocketStream] = await listener.accept()
+                await server_side.do_handshake()
+            async with server_side:
+                banner = await read_lines(client.stderr, 5)  # connected to ... subject ...
+                status = await interrupt(client)
+                with trio.fail_after(DEADLINE):
+                    # b"" is close_notify; a dropped connection raises BrokenResourceError.
+                    assert await server_side.receive_some() == b""
+            rest = bytearray()
+            with trio.fail_after(DEADLINE):
+                while chunk := await client.stderr.receive_some():
+                    rest.extend(chunk)
+        finally:
+            await stop(client)
+    assert status == 130
+    assert banner[0] == f"connected to 127.0.0.1:{port}"
+    assert rest.decode() == "trio-tlsretry: interrupted\n"

@@ -8,12 +8,15 @@ import functools
 import hashlib
 import ipaddress
 import os
+import re
+import signal
+import socket
 import ssl
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import trio
 
@@ -27,14 +30,20 @@ __all__ = ["main"]
 
 PROG = "trio-tlsretry"
 _CHUNK = 64 * 1024
+#: Exit status after Ctrl-C: 128 + SIGINT, as shells report a process killed by it.
+EXIT_INTERRUPTED = 130
+#: Seconds a stream gets to send its close_notify once the command is stopping.
+_CLOSE_TIMEOUT = 2.0
+
+_T = TypeVar("_T")
 
 
 class CLIError(Exception):
     """A problem reported as one line on stderr, with exit status 1."""
 
 
-def _single_leaf(exc: BaseException) -> BaseException:
-    """The one exception inside (possibly nested) exception groups, else ``exc``."""
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (possibly nested) exception groups; ``[exc]`` for a plain one."""
     leaves: list[BaseException] = []
     pending = [exc]
     while pending:
@@ -44,6 +53,12 @@ def _single_leaf(exc: BaseException) -> BaseException:
             leaves.append(current)
         else:
             pending.extend(inner)
+    return leaves
+
+
+def _single_leaf(exc: BaseException) -> BaseException:
+    """The one exception inside (possibly nested) exception groups, else ``exc``."""
+    leaves = _leaves(exc)
     return leaves[0] if len(leaves) == 1 else exc
 
 
@@ -70,6 +85,10 @@ def _describe_tls_failure(exc: BaseException) -> str:
 
 
 def _describe_os_error(exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        # getaddrinfo's codes are not errno values: os.strerror(-2) is
+        # "Unknown error -2", the resolver's own text says what happened.
+        return exc.strerror or str(exc)
     # trio.open_tcp_stream raises one OSError whose cause groups the
     # per-address failures; the first one says what happened.
     for inner in getattr(exc.__cause__, "exceptions", ()):
@@ -80,16 +99,70 @@ def _describe_os_error(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _check_port(port: int, lowest: int) -> int:
+    """``port`` if it is a TCP port number from ``lowest`` up, else a :class:`CLIError`."""
+    if not lowest <= port <= 65535:
+        raise CLIError(f"port out of range: {port} (must be {lowest} to 65535)")
+    return port
+
+
 def _split_host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise CLIError(f"expected HOST:PORT, got {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    number = int(port)
-    if not 0 < number < 65536:
-        raise CLIError(f"port out of range: {port}")
-    return host, number
+    return host, _check_port(int(port), lowest=1)
+
+
+def _unresolved(host: str, exc: socket.gaierror) -> CLIError:
+    return CLIError(f"cannot resolve host name {host}: {_describe_os_error(exc)}")
+
+
+async def _close_politely(stream: TLSStream[Any]) -> None:
+    """Close ``stream`` with ``close_notify``, even while the caller is being cancelled.
+
+    :meth:`TLSStream.aclose` in a cancelled scope drops the connection
+    without a word; after Ctrl-C the peer should still see an orderly close,
+    so the close runs shielded, for at most ``_CLOSE_TIMEOUT`` seconds.
+    """
+    with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+        try:
+            await stream.aclose()
+        except trio.BrokenResourceError:
+            # A handshake that aclose ran and that failed: the stream is
+            # closed all the same, and there is nobody to report it to.
+            pass
+
+
+async def _run_until_sigint(async_fn: Callable[[], Awaitable[_T]]) -> _T:
+    """Run ``async_fn()``; the first Ctrl-C cancels it and raises ``KeyboardInterrupt``.
+
+    Trio's own Ctrl-C handling raises ``KeyboardInterrupt`` at whatever
+    line is running, which may be half-way through a TLS stream's
+    bookkeeping. Receiving SIGINT as a signal instead turns it into a
+    cancellation at a checkpoint, after which every stream can still close
+    cleanly. Once the signal has arrived the receiver is gone, so a second
+    Ctrl-C gets trio's immediate handling.
+    """
+    interrupted = False
+
+    async def watch(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        nonlocal interrupted
+        with trio.open_signal_receiver(signal.SIGINT) as signals:
+            task_status.started()
+            async for _ in signals:
+                break
+        interrupted = True
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch)
+        result = await async_fn()
+        nursery.cancel_scope.cancel()
+    if interrupted:
+        raise KeyboardInterrupt
+    return result
 
 
 def _format_address(sockname: Any) -> str:
@@ -146,31 +219,86 @@ def _self_signed_certificate(host: str | None) -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
+_PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+#: PKCS #8 labels ("PRIVATE KEY", "ENCRYPTED PRIVATE KEY", RFC 7468 sections
+#: 10 and 11) and OpenSSL's older per-algorithm ones ("RSA PRIVATE KEY").
+_PEM_PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+
+
+def _read_pem_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise CLIError(f"cannot load {what} {path!r}: {exc.strerror or exc}") from None
+
+
+def _ssl_error_text(exc: ssl.SSLError) -> str:
+    """OpenSSL's own words, without the ``[LIB: REASON]`` and ``(_ssl.c:N)`` decoration."""
+    if exc.reason == "KEY_VALUES_MISMATCH":
+        return "the private key does not belong to the certificate"
+    text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+    text = re.sub(r"^\[[^]]*\]\s*", "", re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text))
+    # "PEM lib" is all OpenSSL says when a PEM block does not decode.
+    return "not valid PEM" if text == "PEM lib" else text
+
+
+def _load_given_certificate(context: ssl.SSLContext, cert: str, key: str | None) -> bytes:
+    """Load ``--cert``/``--key`` into ``context``; return the certificate file's bytes.
+
+    The files are checked for PEM blocks first: for a file that holds none,
+    OpenSSL says only "PEM lib".
+    """
+    cert_pem = _read_pem_file(cert, "certificate")
+    if _PEM_CERTIFICATE not in cert_pem:
+        raise CLIError(f"cannot load certificate {cert!r}: the file holds no PEM certificate")
+    if key is None:
+        if not _PEM_PRIVATE_KEY.search(cert_pem):
+            raise CLIError(
+                f"cannot load certificate {cert!r}: the file holds no PEM private key "
+                "(give the key file with --key)"
+            )
+    elif not _PEM_PRIVATE_KEY.search(_read_pem_file(key, "key")):
+        raise CLIError(f"cannot load key {key!r}: the file holds no PEM private key")
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        files = f"certificate {cert!r}" + (f" / key {key!r}" if key else "")
+        raise CLIError(f"cannot load {files}: {_ssl_error_text(exc)}") from None
+    return cert_pem
+
+
+def _write_private_file(path: str, data: bytes) -> None:
+    """Create ``path``, readable and writable by its owner only, and write ``data``.
+
+    The mode is given to ``open(2)`` itself, so the file is never readable by
+    others, not even for a moment, whatever the umask; ``O_EXCL`` refuses a
+    file (or a planted symbolic link) that is already there.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _load_throwaway_certificate(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """Load an in-memory certificate and key: ``load_cert_chain`` only reads files."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_path = os.path.join(tmp, "cert.pem")
+        key_path = os.path.join(tmp, "key.pem")
+        _write_private_file(cert_path, cert_pem)
+        _write_private_file(key_path, key_pem)
+        context.load_cert_chain(cert_path, key_path)
+
+
 def _server_context(args: argparse.Namespace) -> tuple[ssl.SSLContext, str]:
     """The server context and the SHA-256 fingerprint of its certificate."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     if args.cert:
-        try:
-            context.load_cert_chain(args.cert, args.key)
-            with open(args.cert, "rb") as f:
-                cert_pem = f.read().decode("ascii", "replace")
-        except (OSError, ssl.SSLError) as exc:
-            raise CLIError(
-                f"cannot load certificate {args.cert!r}"
-                + (f" / key {args.key!r}" if args.key else "")
-                + f": {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
-            ) from None
+        cert_bytes = _load_given_certificate(context, args.cert, args.key)
     else:
         cert_bytes, key_bytes = _self_signed_certificate(args.host)
-        with tempfile.TemporaryDirectory() as tmp:
-            cert_path = os.path.join(tmp, "cert.pem")
-            key_path = os.path.join(tmp, "key.pem")
-            with open(cert_path, "wb") as f:
-                f.write(cert_bytes)
-            with open(key_path, "wb") as f:
-                f.write(key_bytes)
-            context.load_cert_chain(cert_path, key_path)
-        cert_pem = cert_bytes.decode("ascii")
+        _load_throwaway_certificate(context, cert_bytes, key_bytes)
+    cert_pem = cert_bytes.decode("ascii", "replace")
     try:
         der = ssl.PEM_cert_to_DER_cert(cert_pem[cert_pem.index("-----BEGIN CERTIFICATE-----") :])
     except ValueError:
@@ -213,36 +341,39 @@ async def _serve(args: argparse.Namespace, context: ssl.SSLContext, fingerprint:
     mode = "discard" if args.discard else "echo"
     counter = 0
 
-    async def handler(stream: TLSStream) -> None:
+    async def handler(stream: TLSStream[trio.SocketStream]) -> None:
         nonlocal counter
         counter += 1
         number = counter
         try:
-            peer = _format_address(stream.transport_stream.socket.getpeername())  # type: ignore[attr-defined]
+            peer = _format_address(stream.transport_stream.socket.getpeername())
         except (AttributeError, OSError):
             peer = "?"
         received = 0
-        note = "closed"
+        # Unless the loop below ends by itself, the server is stopping (Ctrl-C).
+        note = "closed (server stopping)"
         try:
-            async with stream:
-                cipher = stream.cipher()
-                print(
-                    f"[{number}] {peer}: {stream.version()} {cipher[0] if cipher else '?'}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                while True:
-                    data = await stream.receive_some()
-                    if not data:
-                        break
-                    received += len(data)
-                    if mode == "echo":
-                        await stream.send_all(data)
+            cipher = stream.cipher()
+            print(
+                f"[{number}] {peer}: {stream.version()} {cipher[0] if cipher else '?'}",
+                file=sys.stderr,
+                flush=True,
+            )
+            while True:
+                data = await stream.receive_some()
+                if not data:
+                    break
+                received += len(data)
+                if mode == "echo":
+                    await stream.send_all(data)
+            note = "closed"
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             note = f"broken ({exc})"
-        print(f"[{number}] {peer}: {received} bytes, {note}", file=sys.stderr, flush=True)
+        finally:
+            await _close_politely(stream)
+            print(f"[{number}] {peer}: {received} bytes, {note}", file=sys.stderr, flush=True)
 
-    listeners: list[TLSListener]
+    listeners: list[TLSListener[trio.SocketStream]]
     async with trio.open_nursery() as nursery:
         serve = functools.partial(
             serve_tls_over_tcp,
@@ -257,19 +388,22 @@ async def _serve(args: argparse.Namespace, context: ssl.SSLContext, fingerprint:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    _check_port(args.port, lowest=0)
     if args.key and not args.cert:
         raise CLIError("--key needs --cert")
     context, fingerprint = _server_context(args)
     try:
-        trio.run(_serve, args, context, fingerprint)
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr, flush=True)
+        trio.run(_run_until_sigint, functools.partial(_serve, args, context, fingerprint))
     except Exception as exc:
         leaf = _single_leaf(exc)
+        if isinstance(leaf, socket.gaierror):
+            raise _unresolved(args.host, leaf) from None
         if isinstance(leaf, OSError):
+            where = f"{args.host} port" if args.host else "port"
             reason = _describe_os_error(leaf)
-            raise CLIError(f"cannot listen on port {args.port}: {reason}") from None
+            raise CLIError(f"cannot listen on {where} {args.port}: {reason}") from None
         raise
+    # Only Ctrl-C stops the server, and that raises KeyboardInterrupt.
     return 0
 
 
@@ -282,7 +416,7 @@ def _write_stdout(data: bytes) -> None:
     out.flush()
 
 
-def _peer_subject(stream: TLSStream) -> str:
+def _peer_subject(stream: TLSStream[Any]) -> str:
     cert = stream.getpeercert()
     if cert:
         parts = [f"{key}={value}" for rdn in cert.get("subject", ()) for key, value in rdn]
@@ -301,12 +435,14 @@ async def _connect(args: argparse.Namespace, context: ssl.SSLContext) -> int:
     host, port = _split_host_port(args.address)
     try:
         stream = await open_tls_over_tcp_stream(host, port, ssl_context=context)
+    except socket.gaierror as exc:
+        raise _unresolved(host, exc) from None
     except OSError as exc:
         raise CLIError(f"cannot connect to {args.address}: {_describe_os_error(exc)}") from None
     sent = received = 0
     started = time.monotonic()
     outcome = "the server closed the connection (close_notify)"
-    async with stream:
+    try:
         try:
             await stream.do_handshake()
         except trio.BrokenResourceError as exc:
@@ -354,6 +490,8 @@ async def _connect(args: argparse.Namespace, context: ssl.SSLContext) -> int:
             raise
         if nursery.cancel_scope.cancelled_caught and stream.version() != "TLSv1.3":
             outcome = "end of input; closed the session"
+    finally:
+        await _close_politely(stream)
     elapsed = time.monotonic() - started
     print(
         f"sent {sent} bytes, received {received} bytes in {elapsed:.2f} s; {outcome}",
@@ -380,10 +518,7 @@ def _client_context(args: argparse.Namespace) -> ssl.SSLContext:
 def _cmd_connect(args: argparse.Namespace) -> int:
     _split_host_port(args.address)
     context = _client_context(args)
-    try:
-        return trio.run(_connect, args, context)
-    except KeyboardInterrupt:
-        return 130
+    return trio.run(_run_until_sigint, functools.partial(_connect, args, context))
 
 
 # ------------------------------------------------------------------ main
@@ -421,9 +556,15 @@ def _parser() -> argparse.ArgumentParser:
     connect = sub.add_parser(
         "connect", help="connect to a TLS server and pipe stdin/stdout through it"
     )
-    connect.add_argument("address", metavar="HOST:PORT")
-    connect.add_argument("--cafile", help="trust the CA certificates in this PEM file")
     connect.add_argument(
+        "address",
+        metavar="HOST:PORT",
+        help="the server to connect to; HOST is also the name its certificate is checked "
+        "against and the SNI sent; IPv6 addresses in brackets: [::1]:8443",
+    )
+    trust = connect.add_mutually_exclusive_group()
+    trust.add_argument("--cafile", help="trust the CA certificates in this PEM file")
+    trust.add_argument(
         "--insecure", action="store_true", help="do not verify the server's certificate"
     )
     connect.add_argument(
@@ -438,7 +579,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         status: int = args.run(args)
-    except Exception as exc:
+    except BaseException as exc:
+        # Ctrl-C comes as a bare KeyboardInterrupt or, raised inside a trio
+        # nursery, wrapped in a BaseExceptionGroup.
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in _leaves(exc)):
+            _err("interrupted")
+            return EXIT_INTERRUPTED
         leaf = _single_leaf(exc)
         if isinstance(leaf, CLIError):
             _err(f"error: {leaf}")
