@@ -138,10 +138,39 @@ async def interrupt(process: trio.Process) -> int:
 # ------------------------------------------------------------------ demo
 
 
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def documented_demo_output() -> list[str]:
+    """The sample output of ``demo`` in docs/cli.rst, one line each."""
+    text = (DOCS / "cli.rst").read_text()
+    block = text.split("Sample output (numbers vary)::\n\n", 1)[1]
+    lines = []
+    for line in block.splitlines():
+        if not line.startswith("   "):
+            break
+        lines.append(line[3:])
+    return lines
+
+
+#: A number as the demo prints it (1,234 or 0.50), or a hex digest prefix.
+NUMBER = r"[0-9a-f]{16}|\d+(?:[.,]\d+)*"
+
+
+def varying_numbers(line: str) -> str:
+    """A pattern for ``line`` in which the numbers and digests may differ."""
+    return f"(?:{NUMBER})".join(re.escape(part) for part in re.split(NUMBER, line))
+
+
 async def test_demo_runs_and_reports() -> None:
     result = await run(*PYTHON, "demo", deadline=60)
     out = result.stdout.decode()
     assert result.returncode == 0, result.stderr.decode() + out
+    # docs/cli.rst shows the same lines, numbers aside.
+    documented = documented_demo_output()
+    assert len(documented) == len(out.splitlines()) == 10, out
+    for sample, line in zip(documented, out.splitlines(), strict=True):
+        assert re.fullmatch(varying_numbers(sample), line), (sample, line)
     assert "TLSv1.3" in out
     assert "pinned_bytes=" in out
     match = re.search(
