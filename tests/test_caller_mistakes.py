@@ -17,7 +17,7 @@ import trio
 import trio.testing
 from streamtools import handshake
 
-from trio_tlsretry import NeedHandshakeError, SendEOFNotSupportedError, StreamState, TLSStream
+from trio_tlsretry import NeedHandshakeError, StreamState, TLSStream
 from trio_tlsretry.testing import TLSContexts, make_tls_contexts, tls_memory_stream_pair
 
 TLS12 = ssl.TLSVersion.TLSv1_2
@@ -273,9 +273,12 @@ OPERATIONS = [
 async def test_operations_after_aclose(operation: str, handshake_first: bool) -> None:
     if handshake_first:
         client, _ = await connected()
+        await client.aclose()
     else:
+        # aclose would run the handshake first (as trio.SSLStream's does),
+        # and nobody answers here: close it the way a timeout would.
         client, _ = fresh_client()
-    await client.aclose()
+        await trio.aclose_forcefully(client)
     before = wire_bytes(client)
     with pytest.raises(trio.ClosedResourceError):
         await operations(client)[operation]()
@@ -289,17 +292,22 @@ async def test_operations_after_unwrap(
     operation: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     client, server = await connected(TLS13)
+    unwrapped: dict[str, trio.abc.Stream] = {}
+
+    async def unwrap(name: str, stream: TLSStream) -> None:
+        unwrapped[name], _ = await stream.unwrap()
+
     with trio.fail_after(DEADLINE):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(client.unwrap)
-            nursery.start_soon(server.unwrap)
+            nursery.start_soon(unwrap, "client", client)
+            nursery.start_soon(unwrap, "server", server)
     before = wire_bytes(client)
     with pytest.raises(trio.ClosedResourceError):
         await operations(client)[operation]()
     assert wire_bytes(client) == before
     # The transport is the caller's again and still works.
-    await client.transport_stream.send_all(b"plain")
-    assert await server.transport_stream.receive_some() == b"plain"
+    await unwrapped["client"].send_all(b"plain")
+    assert await unwrapped["server"].receive_some() == b"plain"
 
 
 @pytest.mark.parametrize(
@@ -322,17 +330,6 @@ def test_details_before_the_handshake(method: str) -> None:
     with pytest.raises(NeedHandshakeError):
         _ = client.session_reused
     assert sent(send) == b""
-
-
-async def test_send_eof_on_tls12() -> None:
-    client, server = await connected(TLS12)
-    before = wire_bytes(client)
-    with pytest.raises(SendEOFNotSupportedError):
-        await client.send_eof()
-    assert wire_bytes(client) == before
-    # Nothing changed: the stream still works both ways.
-    await client.send_all(b"still")
-    assert await server.receive_some() == b"still"
 
 
 async def test_send_all_after_send_eof() -> None:

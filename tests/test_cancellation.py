@@ -364,6 +364,7 @@ async def test_cancelled_aclose_still_closes(kind: str) -> None:
 async def unwrap_case(kind: str, k: int) -> str:
     """Cancel the client's unwrap at checkpoint k; calling again completes it."""
     client, server = make_pair(kind, ssl.TLSVersion.TLSv1_3)
+    client_transport = client.transport_stream
     async with trio.open_nursery() as nursery:
         await handshake(client, server)
         server_result: list[tuple[trio.abc.Stream, bytes | bytearray]] = []
@@ -389,7 +390,7 @@ async def unwrap_case(kind: str, k: int) -> str:
         else:
             assert result.result is not None
             transport, _ = result.result
-    assert transport is client.transport_stream
+    assert transport is client_transport
     server_transport, _ = server_result[0]
     async with trio.open_nursery() as nursery:  # lockstep: send waits for the read
         nursery.start_soon(transport.send_all, b"plain")

@@ -213,6 +213,7 @@ async def test_tls_errors_surface_as_broken_with_cause() -> None:
 
 async def test_unwrap_returns_transport_and_trailing_bytes() -> None:
     client, server = tls_memory_stream_pair()
+    client_transport = client.transport_stream
     await handshake(client, server)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.send_all, b"before")
@@ -225,7 +226,9 @@ async def test_unwrap_returns_transport_and_trailing_bytes() -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(unwrap, "client", client)
         nursery.start_soon(unwrap, "server", server)
-    assert results["client"][0] is client.transport_stream
+    assert results["client"][0] is client_transport
+    # Handed back, not kept: trio.SSLStream sets it to None too.
+    assert client.transport_stream is None
     await results["server"][0].send_all(b"plain")
     assert await results["client"][0].receive_some() == b"plain"
     with pytest.raises(trio.ClosedResourceError):
@@ -280,6 +283,7 @@ async def test_streams_can_be_weakly_referenced_like_trio_sslstream() -> None:
     live = weakref.WeakSet([client, server])
     assert len(live) == 2
     ref = weakref.ref(client)
+    await handshake(client, server)
     await client.aclose()
     await server.aclose()
     del client, server

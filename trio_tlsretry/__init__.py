@@ -6,9 +6,10 @@ writes, cancellation-safe retries and bounded buffering.
 
 from ._errors import NeedHandshakeError, PostHandshakeAuthError, SendEOFNotSupportedError
 from ._info import ConnectionInfo
+from ._inject import extract_from_trio, inject_into_trio, injected_into_trio
 from ._listener import DEFAULT_HANDSHAKE_TIMEOUT, TLSListener, handshake_or_drop
 from ._stats import StreamState, TLSStreamStatistics
-from ._stream import TLSStream
+from ._stream import TLSStream, encode_server_hostname
 from ._tcp import open_tls_over_tcp_listeners, open_tls_over_tcp_stream, serve_tls_over_tcp
 from ._transport import ExactProgressStream
 
@@ -26,7 +27,11 @@ __all__ = [
     "TLSStream",
     "TLSStreamStatistics",
     "__version__",
+    "encode_server_hostname",
+    "extract_from_trio",
     "handshake_or_drop",
+    "inject_into_trio",
+    "injected_into_trio",
     "open_tls_over_tcp_listeners",
     "open_tls_over_tcp_stream",
     "serve_tls_over_tcp",

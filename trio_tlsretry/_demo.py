@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ._errors import SendEOFNotSupportedError
 from ._stream import TLSStream
 from ._tcp import open_tls_over_tcp_stream, serve_tls_over_tcp
 
@@ -46,7 +45,9 @@ class _ServerLog:
     done: trio.Event = field(default_factory=trio.Event)
 
 
-async def _receive_exactly(stream: TLSStream, count: int, sink: Callable[[bytes], None]) -> int:
+async def _receive_exactly(
+    stream: TLSStream[trio.SocketStream], count: int, sink: Callable[[bytes], None]
+) -> int:
     got = 0
     while got < count:
         data = await stream.receive_some(min(count - got, 1 << 20))
@@ -69,7 +70,7 @@ def _make_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server, client
 
 
-async def _serve(stream: TLSStream, log: _ServerLog) -> None:
+async def _serve(stream: TLSStream[trio.SocketStream], log: _ServerLog) -> None:
     async with stream:
         # Phase 1: echo the greeting.
         echoed = bytearray()
@@ -133,7 +134,7 @@ async def _run_demo(
     message = hashlib.shake_256(b"trio-tlsretry demo").digest(size)
     expected_digest = hashlib.sha256(message).hexdigest()
 
-    async def handler(stream: TLSStream) -> None:
+    async def handler(stream: TLSStream[trio.SocketStream]) -> None:
         await _serve(stream, log)
 
     async with trio.open_nursery() as nursery:
@@ -198,10 +199,7 @@ async def _run_demo(
                 if not data:
                     raise DemoError("the server closed before sending its verdict")
                 verdict.extend(data)
-            try:
-                await stream.send_eof()
-            except SendEOFNotSupportedError:
-                pass
+            await stream.send_eof()
             with trio.fail_after(10):
                 await log.done.wait()
 

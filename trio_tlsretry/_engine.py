@@ -31,7 +31,7 @@ __all__ = ["DEFAULT_WRITE_CHUNK", "TLSEngine"]
 #: Plaintext handed to ``SSLObject.write`` at a time. The ciphertext of one
 #: chunk (plus a few record headers) is the most the engine buffers for a
 #: ``send_all``, whatever the size of the caller's data. 64-256 KiB runs
-#: an order of magnitude faster than one huge write (see FACTS in docs).
+#: an order of magnitude faster than one huge write (docs/performance.rst).
 DEFAULT_WRITE_CHUNK: Final = 256 * 1024
 
 #: Plaintext decrypted on the send path that may wait for the receiver before
@@ -64,6 +64,7 @@ class TLSEngine:
         "_plaintext",
         "_plaintext_bytes",
         "_tls13",
+        "_version",
         "ciphertext_bytes_received",
         "ciphertext_bytes_sent",
         "handshake_done",
@@ -101,6 +102,9 @@ class TLSEngine:
         self.handshake_done = False
         # Set when the handshake completes; until then assume the worst.
         self._tls13 = False
+        # Kept from the handshake: SSLObject.version() answers None once the
+        # transport's EOF has been read, and the version cannot change later.
+        self._version: str | None = None
         #: The peer's close_notify has been read: reads return b"" from now on.
         self.peer_closed = False
         #: The ``send_all`` in progress, if any.
@@ -197,7 +201,8 @@ class TLSEngine:
             self._note_output()
             return False
         self.handshake_done = True
-        self._tls13 = self.ssl_object.version() == "TLSv1.3"
+        self._version = self.ssl_object.version()
+        self._tls13 = self._version == "TLSv1.3"
         if (
             self.ssl_object.server_side
             and self._tls13
@@ -209,6 +214,20 @@ class TLSEngine:
             self._deferrable_bytes = self.outgoing.pending
         self._note_output()
         return True
+
+    @property
+    def negotiated_version(self) -> str | None:
+        """The protocol version the handshake agreed on (``None`` before it).
+
+        Unlike ``SSLObject.version()``, still answers after the transport's
+        EOF has been read.
+        """
+        return self._version
+
+    @property
+    def tls13(self) -> bool:
+        """Whether the completed handshake negotiated TLS 1.3."""
+        return self._tls13
 
     # ----------------------------------------------------------------- write
 
@@ -475,6 +494,13 @@ class TLSEngine:
             return False
         self._note_output()
         return True
+
+    def accept_eof_as_close(self) -> None:
+        """Treat the transport's EOF without close_notify as the peer's close.
+
+        For ``https_compatible`` streams: reads answer ``b""`` from now on.
+        """
+        self.peer_closed = True
 
     def take_trailing_ciphertext(self) -> bytes:
         """Bytes received after the peer's close_notify (for ``unwrap``)."""

@@ -27,11 +27,11 @@ class NeedHandshakeError(trio.NeedHandshakeError):
 
 
 class SendEOFNotSupportedError(Exception):
-    """``send_eof`` was called on a connection that cannot half-close.
+    """No longer raised; kept so that ``except`` clauses naming it still import.
 
-    Only TLS 1.3 lets one side send ``close_notify`` and keep receiving; on
-    TLS 1.2 and older a ``close_notify`` closes the whole connection, so
-    :meth:`~trio_tlsretry.TLSStream.send_eof` refuses and sends nothing.
+    :meth:`~trio_tlsretry.TLSStream.send_eof` used to raise it on TLS 1.2.
+    It now sends ``close_notify`` on every version and raises only Trio's
+    stream exceptions, as code written for :class:`trio.SSLStream` expects.
     """
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 import trio
 
-from ._stream import TLSStream
+from ._stream import T_Stream, TLSStream
 
 __all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "TLSListener", "handshake_or_drop"]
 
@@ -25,13 +25,14 @@ def _check_timeout(handshake_timeout: float) -> float:
     return timeout
 
 
-class TLSListener(trio.abc.Listener[TLSStream]):
+class TLSListener(trio.abc.Listener[TLSStream[T_Stream]]):
     """A :class:`trio.abc.Listener` that hands out server-side :class:`TLSStream`\\ s.
 
-    The counterpart of :class:`trio.SSLListener`. Like it, :meth:`accept`
-    returns as soon as the transport listener has a connection and does *not*
-    perform the handshake: a slow or silent client must never hold up the
-    accept loop, which serves every other client too. The handshake happens
+    The counterpart of :class:`trio.SSLListener`, and generic in the same way:
+    ``TLSListener[trio.SocketStream]`` accepts ``TLSStream[trio.SocketStream]``.
+    Like it, :meth:`accept` returns as soon as the transport listener has a
+    connection and does *not* perform the handshake: a slow or silent client
+    must never hold up the accept loop, which serves every other client too. The handshake happens
     later, in the connection's own task: explicitly with
     :meth:`TLSStream.do_handshake`, or implicitly on the first send or
     receive.
@@ -60,7 +61,7 @@ class TLSListener(trio.abc.Listener[TLSStream]):
 
     def __init__(
         self,
-        transport_listener: trio.abc.Listener[trio.abc.Stream],
+        transport_listener: trio.abc.Listener[T_Stream],
         ssl_context: ssl.SSLContext,
         *,
         https_compatible: bool = False,
@@ -82,7 +83,7 @@ class TLSListener(trio.abc.Listener[TLSStream]):
         #: The handshake limit that :func:`handshake_or_drop` applies.
         self.handshake_timeout = _check_timeout(handshake_timeout)
 
-    async def accept(self) -> TLSStream:
+    async def accept(self) -> TLSStream[T_Stream]:
         """Wait for a connection and return it as a server-side :class:`TLSStream`.
 
         The handshake has not started yet (see the class description).
@@ -105,7 +106,7 @@ class TLSListener(trio.abc.Listener[TLSStream]):
 
 
 async def handshake_or_drop(
-    stream: TLSStream, handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    stream: TLSStream[Any], handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
 ) -> bool:
     """Complete the handshake of ``stream`` within ``handshake_timeout`` seconds.
 
@@ -132,13 +133,13 @@ async def handshake_or_drop(
 
 
 def handshaking_handler(
-    handler: Callable[[TLSStream], Awaitable[object]],
+    handler: Callable[[TLSStream[T_Stream]], Awaitable[object]],
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-) -> Callable[[TLSStream], Awaitable[None]]:
+) -> Callable[[TLSStream[T_Stream]], Awaitable[None]]:
     """Wrap ``handler`` so it only ever sees streams whose handshake succeeded."""
     timeout = _check_timeout(handshake_timeout)
 
-    async def handle(stream: TLSStream) -> None:
+    async def handle(stream: TLSStream[T_Stream]) -> None:
         if await handshake_or_drop(stream, timeout):
             await handler(stream)
 

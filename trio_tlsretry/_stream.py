@@ -1,4 +1,4 @@
-"""``TLSStream``: the thin async layer over the sans-IO engine.
+"""``TLSStream``: the async layer over the sans-IO engine.
 
 The engine (``_engine.py``) holds all TLS state and never awaits. This module
 owns the three things that need Trio: locks, checkpoints and cancellation.
@@ -9,13 +9,14 @@ from __future__ import annotations
 import operator
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, NoReturn, TypeVar
 
+import idna
 import trio
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from ._engine import PLAINTEXT_BUFFER_LIMIT, TLSEngine
-from ._errors import NeedHandshakeError, PostHandshakeAuthError, SendEOFNotSupportedError
+from ._errors import NeedHandshakeError, PostHandshakeAuthError
 from ._locks import ConflictDetector, FastLock
 from ._pinned import snapshot
 from ._stats import StreamState, TLSStreamStatistics
@@ -35,6 +36,45 @@ TRANSPORT_RECEIVE_SIZE: Final = 256 * 1024
 ALERT_TIMEOUT: Final = 1.0
 
 _T = TypeVar("_T")
+#: The type of the transport a :class:`TLSStream` wraps.
+T_Stream = TypeVar("T_Stream", bound=trio.abc.Stream)
+
+
+def encode_server_hostname(hostname: str | bytes) -> str:
+    """The ASCII form of ``hostname`` that is sent as SNI and checked.
+
+    Python's ``ssl`` module encodes a Unicode name with the obsolete IDNA
+    2003 rules, which map some names to a *different* domain (``faß.de``
+    becomes ``fass.de``; CPython issue bpo-17305). IDNA 2008 with UTS 46
+    mapping (the ``idna`` package, a dependency of Trio) is what browsers and
+    Trio's own name resolution use, so the certificate is checked against
+    the name that is actually connected to. ASCII names pass unchanged.
+
+    Raises:
+      ValueError: the name is not a valid (internationalised) host name.
+    """
+    if isinstance(hostname, bytes):
+        return hostname.decode("ascii")
+    try:
+        return hostname.encode("ascii").decode("ascii")
+    except UnicodeEncodeError:
+        pass
+    try:
+        return idna.encode(hostname, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"invalid server_hostname {hostname!r}: {exc}") from exc
+
+
+def _is_eof(exc: BaseException | None) -> bool:
+    """Does this TLS failure mean the transport ended without close_notify?
+
+    OpenSSL reports it as ``SSLEOFError``, as an ``SSLSyscallError`` during a
+    handshake, or (Python 3.10) as a plain ``SSLError`` naming
+    ``UNEXPECTED_EOF_WHILE_READING``.
+    """
+    return isinstance(exc, (ssl.SSLEOFError, ssl.SSLSyscallError)) or (
+        isinstance(exc, ssl.SSLError) and "UNEXPECTED_EOF_WHILE_READING" in str(exc)
+    )
 
 
 async def _acquire(lock: FastLock) -> bool:
@@ -45,7 +85,7 @@ async def _acquire(lock: FastLock) -> bool:
     return True
 
 
-class TLSStream(trio.abc.HalfCloseableStream):
+class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
     """A TLS connection over any :class:`trio.abc.Stream`.
 
     A drop-in replacement for :class:`trio.SSLStream` with the same
@@ -60,13 +100,17 @@ class TLSStream(trio.abc.HalfCloseableStream):
       resumes at the exact byte where it stopped;
     * buffered ciphertext stays bounded whatever the size of a write.
 
+    Generic in the transport's type, like :class:`trio.SSLStream`:
+    ``TLSStream[trio.SocketStream]``.
+
     Args:
       transport_stream: the stream carrying ciphertext, usually a
         :class:`trio.SocketStream`.
       ssl_context: the :class:`ssl.SSLContext` for this connection.
       server_hostname: the name to verify the server's certificate against
         (and send as SNI). Required on the client when the context checks
-        host names.
+        host names. A Unicode name is encoded with IDNA 2008, as Trio
+        does, not with Python's IDNA 2003 codec (:func:`encode_server_hostname`).
       server_side: ``True`` to act as the TLS server.
       https_compatible: do not send ``close_notify`` on close, and treat a
         transport EOF without ``close_notify`` as a clean EOF, as HTTPS
@@ -75,7 +119,8 @@ class TLSStream(trio.abc.HalfCloseableStream):
     Raises:
       ValueError: from :meth:`ssl.SSLContext.wrap_bio` when the arguments do
         not fit the context (for example ``server_side=True`` with a client
-        context, or no ``server_hostname`` while ``check_hostname`` is on).
+        context, or no ``server_hostname`` while ``check_hostname`` is on),
+        or ``server_hostname`` is not a valid host name.
     """
 
     # Thousands of idle connections are common; no per-instance dict. A weak
@@ -106,21 +151,22 @@ class TLSStream(trio.abc.HalfCloseableStream):
 
     def __init__(
         self,
-        transport_stream: trio.abc.Stream,
+        transport_stream: T_Stream,
         ssl_context: ssl.SSLContext,
         *,
         server_hostname: str | bytes | None = None,
         server_side: bool = False,
         https_compatible: bool = False,
     ) -> None:
-        if isinstance(server_hostname, bytes):
-            server_hostname = server_hostname.decode("ascii")
+        if server_hostname is not None:
+            server_hostname = encode_server_hostname(server_hostname)
         if not server_side and ssl_context.check_hostname and not server_hostname:
             # wrap_bio, unlike wrap_socket, accepts this and then skips the
             # host-name check altogether.
             raise ValueError("server_hostname is required when ssl_context.check_hostname is on")
-        #: The underlying transport.
-        self.transport_stream: trio.abc.Stream = transport_stream
+        #: The underlying transport (``None`` once :meth:`unwrap` has
+        #: handed it back, as with :class:`trio.SSLStream`).
+        self.transport_stream: T_Stream = transport_stream
         self._https_compatible = https_compatible
         try:
             self._engine = TLSEngine(
@@ -246,8 +292,7 @@ class TLSStream(trio.abc.HalfCloseableStream):
         for the lock leaves its bytes in the queue for the next flusher.
         """
         engine = self._engine
-        lock = self._transport_send_lock
-        await _acquire(lock)
+        await _acquire(self._transport_send_lock)
         try:
             sender = self._sender
             while engine.has_outgoing():
@@ -278,13 +323,16 @@ class TLSStream(trio.abc.HalfCloseableStream):
                     raise
                 engine.consume_outgoing(sent)
         finally:
-            lock.release()
-            # A receiver may have skipped flushing its handshake bytes because
-            # we held the lock (see receive_some). If we are leaving early,
-            # interrupt its transport read so it comes back and flushes them.
-            receive_scope = self._receive_scope
-            if receive_scope is not None and engine.must_flush_before_receiving():
-                receive_scope.cancel()
+            self._release_transport_send_lock()
+
+    def _release_transport_send_lock(self) -> None:
+        self._transport_send_lock.release()
+        # A receiver may have skipped flushing its handshake bytes because we
+        # held the lock (see ``_flush_if_needed``). If they are still queued,
+        # interrupt its transport read so it comes back and flushes them.
+        receive_scope = self._receive_scope
+        if receive_scope is not None and self._engine.must_flush_before_receiving():
+            receive_scope.cancel()
 
     async def _send_alert(self) -> None:
         """Best effort: tell the peer why the handshake failed.
@@ -364,6 +412,16 @@ class TLSStream(trio.abc.HalfCloseableStream):
                         return yielded  # woken, or readiness without data
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._raise_transport_error(exc)
+            except trio.Cancelled:
+                raise
+            except BaseException as exc:
+                # Any other exception is a bug in the transport, and whether it
+                # swallowed ciphertext we will never see is unknown: the byte
+                # stream cannot be trusted again. Raised as it is, once; every
+                # later call reports a broken stream (trio.SSLStream does the
+                # same during its handshake).
+                self._break(f"the transport's receive_some raised {exc!r}", exc)
+                raise
             # No await between the transport read and the engine: a
             # cancellation can only arrive before the read (nothing consumed)
             # or after this line (everything kept in the incoming BIO).
@@ -653,22 +711,22 @@ class TLSStream(trio.abc.HalfCloseableStream):
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until a ``send_all`` might not block.
 
-        Completes the handshake and any pinned remainder first, then waits on
-        the transport.
+        As with :class:`trio.SSLStream`, this only waits on the transport: it
+        neither starts the handshake nor sends a pinned remainder (the next
+        ``send_all`` does both). It waits its turn behind a task that is
+        sending on the transport for a ``receive_some``, since that send
+        would have to finish before ours could start anyway.
         """
         with self._send_conflict:
             await checkpoint_if_cancelled()
             self._check_usable()
-            await self._ensure_handshake()
-            if self._engine.pinned is not None:
-                await self._drive_pinned()
-            # Handshake data the peer may wait for; deferred TLS 1.3 session
-            # tickets stay queued for the next send_all.
-            await self._flush_if_needed()
+            await _acquire(self._transport_send_lock)
             try:
                 await self.transport_stream.wait_send_all_might_not_block()
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._raise_transport_error(exc)
+            finally:
+                self._release_transport_send_lock()
 
     # ------------------------------------------------------------ receive
 
@@ -676,7 +734,9 @@ class TLSStream(trio.abc.HalfCloseableStream):
         """Receive up to ``max_bytes`` of plaintext; ``b""`` at the peer's close.
 
         Returns ``b""`` once the peer has sent ``close_notify`` (or, with
-        ``https_compatible=True``, when the transport reaches EOF).
+        ``https_compatible=True``, when the transport reaches EOF, even before
+        or during the handshake: port scanners, health checks and load
+        balancer probes connect and close without a word).
 
         Cancellation-safe: no decrypted byte is lost; the next call returns
         it.
@@ -698,8 +758,19 @@ class TLSStream(trio.abc.HalfCloseableStream):
         engine = self._engine
         with self._receive_conflict:
             await checkpoint_if_cancelled()
+            if self._https_compatible and self._failed_by_eof():
+                await cancel_shielded_checkpoint()
+                return b""
             self._check_usable()
-            yielded = False if engine.handshake_done else await self._ensure_handshake()
+            try:
+                yielded = False if engine.handshake_done else await self._ensure_handshake()
+            except trio.BrokenResourceError:
+                # An EOF that broke the handshake is an EOF to an HTTPS-style
+                # receiver; the stream stays broken for sending.
+                if self._https_compatible and self._failed_by_eof():
+                    await cancel_shielded_checkpoint()
+                    return b""
+                raise
             while True:
                 # Once ``read`` returns plaintext nothing may await with it in
                 # hand except the shielded checkpoint below, so a cancellation
@@ -734,17 +805,36 @@ class TLSStream(trio.abc.HalfCloseableStream):
         """The transport ended without close_notify: EOF or a broken stream."""
         if not self._https_compatible:
             self._raise_tls_error(exc)
-        self._engine.peer_closed = True
+        self._engine.accept_eof_as_close()
         return b""
+
+    def _failed_by_eof(self) -> bool:
+        """Did the stream break because the transport ended (no close_notify)?"""
+        return self._state is StreamState.BROKEN and _is_eof(self._failure_cause)
 
     # -------------------------------------------------------------- close
 
     async def send_eof(self) -> None:
-        """Send ``close_notify`` and keep receiving (TLS 1.3 only).
+        """Send ``close_notify`` and keep receiving until the peer's.
+
+        Closes our sending direction; ``receive_some`` goes on returning what
+        the peer sends until its own ``close_notify`` (then ``b""``). Any
+        pinned remainder of a cancelled ``send_all`` is sent first.
+
+        On TLS 1.3 this is a true half-close: the peer may go on sending
+        (RFC 8446 section 6.1). On TLS 1.2 and older, RFC 5246 section 7.2.1
+        lets the side that sends ``close_notify`` keep reading until the
+        peer's ``close_notify``, but a conforming peer answers at once with
+        its own and may discard what it had not yet sent; so on those
+        versions use ``send_eof`` to end the conversation, not to keep
+        receiving a long reply. Either way it never raises anything but
+        Trio's stream exceptions, so code written for streams that may or
+        may not half-close (hypercorn's, for one) keeps working.
 
         Raises:
-          SendEOFNotSupportedError: the connection is not TLS 1.3; nothing
-            was sent.
+          trio.BrokenResourceError: the connection failed.
+          trio.ClosedResourceError: the stream was closed.
+          trio.BusyResourceError: another task is sending.
         """
         with self._send_conflict:
             await checkpoint_if_cancelled()
@@ -757,12 +847,6 @@ class TLSStream(trio.abc.HalfCloseableStream):
                     await cancel_shielded_checkpoint()
                 return
             await self._ensure_handshake()
-            if self._ssl_object.version() != "TLSv1.3":
-                raise SendEOFNotSupportedError(
-                    f"send_eof() needs TLS 1.3; this connection is "
-                    f"{self._ssl_object.version()}, where close_notify closes both "
-                    "directions"
-                )
             await self._drive_pinned()
             try:
                 # SSLObject.unwrap() calls SSL_shutdown twice, and the second
@@ -781,11 +865,19 @@ class TLSStream(trio.abc.HalfCloseableStream):
 
         Does not wait for the peer's ``close_notify``. Skips it (and closes
         the transport at once) when ``https_compatible`` is set, the stream is
-        broken, the handshake never completed, or another task is in the
-        middle of a send. The pinned remainder of a cancelled ``send_all`` is
-        sent first, within the caller's cancel scope; if that scope is
-        cancelled, the transport is closed forcefully and ``Cancelled``
-        propagates. The stream is closed in every case.
+        broken, or another task is in the middle of a send. As with
+        :class:`trio.SSLStream`, a stream whose handshake has not run yet
+        performs it first, so the peer sees a clean close rather than a
+        dropped connection, and a handshake that fails (an untrusted
+        certificate, say) is reported, not hidden. The pinned remainder of a
+        cancelled ``send_all`` is sent first. All of this runs within the
+        caller's cancel scope; if that scope is cancelled, the transport is
+        closed forcefully and ``Cancelled`` propagates. The stream is closed
+        in every case.
+
+        Raises:
+          trio.BrokenResourceError: the handshake this call performed failed
+            (the transport is closed all the same).
         """
         if self._state is StreamState.CLOSED:
             # A checkpoint, without the CancelScope trio.lowlevel.checkpoint()
@@ -796,36 +888,37 @@ class TLSStream(trio.abc.HalfCloseableStream):
         graceful = (
             self._state is StreamState.OPEN
             and not self._https_compatible
-            and self._engine.handshake_done
             and not self._send_conflict.held
         )
         if not graceful:
-            self._state = StreamState.CLOSED
-            self._plaintext_drained.unpark_all()
+            self._mark_closed()
             await self.transport_stream.aclose()
             return
         try:
             with self._send_conflict:
-                await self._drive_pinned()
-                if not self._sent_eof:
-                    self._engine.start_shutdown()
-                await self._flush()
-        except (
-            trio.BrokenResourceError,
-            trio.ClosedResourceError,
-            ssl.SSLError,
-            ssl.CertificateError,
-        ):
-            # The peer or transport is gone: there is nobody to say goodbye to.
-            pass
+                # A failed handshake propagates (after the forceful close
+                # below): the caller must learn that the peer was never who
+                # it should have been.
+                await self._ensure_handshake()
+                try:
+                    await self._drive_pinned()
+                    if not self._sent_eof:
+                        self._engine.start_shutdown()
+                    await self._flush()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
+                    # The peer or transport is gone: nobody to say goodbye to.
+                    pass
         except BaseException:
-            self._state = StreamState.CLOSED
-            self._plaintext_drained.unpark_all()
+            self._mark_closed()
             await trio.aclose_forcefully(self.transport_stream)
             raise
+        self._mark_closed()
+        await self.transport_stream.aclose()
+
+    def _mark_closed(self) -> None:
+        """The stream is closed for good; wake a sender parked on the buffer."""
         self._state = StreamState.CLOSED
         self._plaintext_drained.unpark_all()
-        await self.transport_stream.aclose()
 
     async def unwrap(self) -> tuple[trio.abc.Stream, bytes | bytearray]:
         """Shut TLS down cleanly and hand back the transport.
@@ -833,8 +926,9 @@ class TLSStream(trio.abc.HalfCloseableStream):
         Sends ``close_notify`` (after any pinned remainder), waits for the
         peer's, and returns ``(transport_stream, trailing_bytes)`` where
         ``trailing_bytes`` is whatever the peer sent after its close_notify.
-        The stream is closed afterwards; the transport is not. Cancellation
-        safe: a cancelled ``unwrap`` may be called again.
+        The stream is closed afterwards and its ``transport_stream`` is
+        ``None``, as with :class:`trio.SSLStream`; the transport itself is not
+        closed. Cancellation safe: a cancelled ``unwrap`` may be called again.
         """
         engine = self._engine
         with self._send_conflict, self._receive_conflict:
@@ -855,11 +949,13 @@ class TLSStream(trio.abc.HalfCloseableStream):
                         ssl.SSLEOFError("the transport closed before the peer's close_notify")
                     )
                 await self._receive()
-            self._state = StreamState.CLOSED
-            self._plaintext_drained.unpark_all()
+            self._mark_closed()
             trailing = engine.take_trailing_ciphertext()
+            # Handed back: like trio.SSLStream, keep no reference to it.
+            transport: trio.abc.Stream = self.transport_stream
+            self.transport_stream = None  # type: ignore[assignment]
             await cancel_shielded_checkpoint()
-            return self.transport_stream, trailing
+            return transport, trailing
 
     # ------------------------------------------- post-handshake client auth
 
@@ -894,10 +990,10 @@ class TLSStream(trio.abc.HalfCloseableStream):
             if not self._client_certificate_requested:
                 if not self._ssl_object.server_side:
                     raise PostHandshakeAuthError("only the server can ask for a certificate")
-                if self._ssl_object.version() != "TLSv1.3":
+                if not engine.tls13:
                     raise PostHandshakeAuthError(
                         f"post-handshake authentication needs TLS 1.3, not "
-                        f"{self._ssl_object.version()}"
+                        f"{engine.negotiated_version}"
                     )
                 if engine.has_peer_certificate():
                     raise PostHandshakeAuthError("the client already sent a certificate")
@@ -959,8 +1055,17 @@ class TLSStream(trio.abc.HalfCloseableStream):
 
     @property
     def context(self) -> ssl.SSLContext:
-        """The :class:`ssl.SSLContext` this stream was made with."""
+        """The :class:`ssl.SSLContext` of this connection.
+
+        Assignable, as on :class:`trio.SSLStream` and :class:`ssl.SSLObject`:
+        a server's SNI callback can switch the connection to a context with
+        another certificate.
+        """
         return self._ssl_object.context
+
+    @context.setter
+    def context(self, context: ssl.SSLContext) -> None:
+        self._ssl_object.context = context
 
     @property
     def server_side(self) -> bool:
@@ -1005,8 +1110,14 @@ class TLSStream(trio.abc.HalfCloseableStream):
         return self._after_handshake("compression", self._ssl_object.compression)
 
     def version(self) -> str | None:
-        """The negotiated protocol version, e.g. ``"TLSv1.3"``."""
-        return self._after_handshake("version", self._ssl_object.version)
+        """The negotiated protocol version, e.g. ``"TLSv1.3"``.
+
+        Kept from the handshake, so it still answers after the peer has gone
+        (``SSLObject.version()`` returns ``None`` once the transport's EOF has
+        been read).
+        """
+        engine = self._engine
+        return self._after_handshake("version", lambda: engine.negotiated_version)
 
     def selected_alpn_protocol(self) -> str | None:
         """The ALPN protocol both ends agreed on, if any."""

@@ -22,7 +22,7 @@ async def open_tls_over_tcp_stream(
     ssl_context: ssl.SSLContext | None = None,
     https_compatible: bool = False,
     happy_eyeballs_delay: float | None = 0.25,
-) -> TLSStream:
+) -> TLSStream[trio.SocketStream]:
     """Open a TCP connection to ``host``:``port`` and wrap it in a client :class:`TLSStream`.
 
     The counterpart of :func:`trio.open_ssl_over_tcp_stream`. The handshake
@@ -99,7 +99,7 @@ async def open_tls_over_tcp_listeners(
     https_compatible: bool = False,
     backlog: int | None = None,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-) -> list[TLSListener]:
+) -> list[TLSListener[trio.SocketStream]]:
     """Listen on ``port`` and return one :class:`TLSListener` per bound address.
 
     The counterpart of :func:`trio.open_ssl_over_tcp_listeners`; ``port``,
@@ -128,7 +128,7 @@ async def open_tls_over_tcp_listeners(
 
 
 async def serve_tls_over_tcp(
-    handler: Callable[[TLSStream], Awaitable[object]],
+    handler: Callable[[TLSStream[trio.SocketStream]], Awaitable[object]],
     port: int,
     ssl_context: ssl.SSLContext,
     *,
@@ -137,7 +137,7 @@ async def serve_tls_over_tcp(
     backlog: int | None = None,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     handler_nursery: trio.Nursery | None = None,
-    task_status: trio.TaskStatus[list[TLSListener]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[TLSListener[trio.SocketStream]]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve TLS over TCP on ``port``, calling ``handler(stream)`` for each connection.
 

@@ -8,6 +8,7 @@ with pytest-trio, and with any other way of running the async tests.
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 import pytest
 import trustme
@@ -51,7 +52,7 @@ def tls_client_context(tls_contexts: TLSContexts) -> ssl.SSLContext:
 @pytest.fixture
 def tls_stream_pair(
     tls_client_context: ssl.SSLContext, tls_server_context: ssl.SSLContext
-) -> tuple[TLSStream, TLSStream]:
+) -> tuple[TLSStream[Any], TLSStream[Any]]:
     """``(client, server)`` TLSStreams over a memory stream pair, made from the two contexts.
 
     The handshake has not happened yet: it runs on the first operation, so

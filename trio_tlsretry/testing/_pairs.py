@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 import trio.testing
@@ -83,7 +83,7 @@ def tls_stream_pair_over(
     client_context: ssl.SSLContext | None = None,
     server_context: ssl.SSLContext | None = None,
     server_hostname: str = DEFAULT_HOSTNAME,
-) -> tuple[TLSStream, TLSStream]:
+) -> tuple[TLSStream[Any], TLSStream[Any]]:
     """``(client, server)`` TLSStreams over the two given transports.
 
     Use it to put a TLSStream over any transport, for instance over the fault
@@ -115,7 +115,7 @@ def tls_memory_stream_pair(
     lockstep: bool = False,
     exact_progress: bool = False,
     capacity: int = 64 * 1024,
-) -> tuple[TLSStream, TLSStream]:
+) -> tuple[TLSStream[Any], TLSStream[Any]]:
     """``(client, server)`` TLSStreams connected through memory.
 
     With no contexts, a fresh trustme CA issues a certificate for
