@@ -9,17 +9,23 @@ literals instead of links (``nitpicky`` stays off so they do not warn).
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 
-from sphinx.application import Sphinx
-from sphinx.util import logging
+from sphinx.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Sphinx itself depends on tomli before Python 3.11
+    import tomli as tomllib
 
 # Import the package from this checkout even when it is not installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trio_tlsretry
+from trio_tlsretry import _busy_poll, _engine, _listener, _stream
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # -- Project -----------------------------------------------------------------
 
@@ -69,58 +75,56 @@ html_theme_options = {
     "fixed_sidebar": False,
 }
 
-# -- Optional API entries --------------------------------------------------------
+# -- Numbers from the code ---------------------------------------------------------
 #
-# ``api.rst`` documents some names only if the package exports them, so the
-# -W build passes in a checkout where they do not exist (yet). A block written
-#
-#     .. if-exported:: NAME [NAME ...]
-#
-#        indented reST, which may contain section titles
-#
-# is replaced before parsing by its dedented content when ``trio_tlsretry``
-# exports every NAME, and by blank lines otherwise. It is done on the source
-# text, not as a directive, so titles inside land at the right section level.
-# Line numbers are preserved, so warnings point at the right line.
-
-_IF_EXPORTED = re.compile(r"^\.\. if-exported::[ \t]+(?P<names>\S.*)$")
-_logger = logging.getLogger(__name__)
+# Sizes, timeouts and the list of extras are read from the package and from
+# pyproject.toml, so the pages cannot state a value the code does not have.
+# Use them as |name| in any page; they cannot be used inside literals.
 
 
-def _expand_if_exported(text: str, docname: str) -> str:
-    lines = text.split("\n")
-    out: list[str] = []
-    i = 0
-    while i < len(lines):
-        match = _IF_EXPORTED.match(lines[i])
-        if match is None:
-            out.append(lines[i])
-            i += 1
-            continue
-        names = match["names"].split()
-        missing = [name for name in names if not hasattr(trio_tlsretry, name)]
-        block_start = i + 1
-        i = block_start
-        while i < len(lines) and (not lines[i].strip() or lines[i].startswith("   ")):
-            i += 1
-        block = lines[block_start:i]
-        out.append("")
-        if missing:
-            _logger.info(
-                "%s: left out a block because trio_tlsretry does not export %s",
-                docname,
-                ", ".join(missing),
-            )
-            out.extend("" for _ in block)
-        else:
-            out.extend(line[3:] for line in block)
-    return "\n".join(out)
+def _size(size: int) -> str:
+    for unit, factor in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} bytes"
 
 
-def _on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
-    source[0] = _expand_if_exported(source[0], docname)
+def _duration(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:g} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:g} ms"
+    return f"{seconds:g} second" + ("" if seconds == 1 else "s")
 
 
-def setup(app: Sphinx) -> dict[str, object]:
-    app.connect("source-read", _on_source_read)
-    return {"parallel_read_safe": True, "parallel_write_safe": True}
+# What each optional extra of pyproject.toml is for. The build fails when the
+# two disagree, so a new extra cannot go undocumented.
+_EXTRA_PURPOSES = {
+    "testing": "throw-away certificates and test helpers for your own tests, see :doc:`testing`",
+    "test": "everything the library's own test suite needs",
+    "docs": "what building this documentation needs",
+    "dev": "``test`` and ``docs`` plus the linters, the type checker and ``nox``",
+    "bench": "what the benchmarks need, see :doc:`performance`",
+}
+_NUMBER_WORDS = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+with (ROOT / "pyproject.toml").open("rb") as _pyproject:
+    _extras = list(tomllib.load(_pyproject)["project"]["optional-dependencies"])
+if set(_extras) != set(_EXTRA_PURPOSES):
+    raise ConfigError(
+        f"docs/conf.py describes the extras {sorted(_EXTRA_PURPOSES)}, "
+        f"but pyproject.toml has {sorted(_extras)}: update _EXTRA_PURPOSES"
+    )
+
+SUBSTITUTIONS = {
+    "write_chunk": _size(_engine.DEFAULT_WRITE_CHUNK),
+    "plaintext_buffer_limit": _size(_engine.PLAINTEXT_BUFFER_LIMIT),
+    "receive_size": _size(_stream.DEFAULT_RECEIVE_SIZE),
+    "transport_receive_size": _size(_stream.TRANSPORT_RECEIVE_SIZE),
+    "alert_timeout": _duration(_stream.ALERT_TIMEOUT),
+    "handshake_timeout": _duration(_listener.DEFAULT_HANDSHAKE_TIMEOUT),
+    "busy_poll": _duration(_busy_poll.DEFAULT_BUSY_POLL),
+    "extras_count": _NUMBER_WORDS[len(_extras)] if len(_extras) < 10 else str(len(_extras)),
+    "extras": "; ".join(f"``{name}`` ({_EXTRA_PURPOSES[name]})" for name in _extras),
+}
+rst_prolog = "\n".join(f".. |{name}| replace:: {text}" for name, text in SUBSTITUTIONS.items())
