@@ -7,9 +7,11 @@
 * our stream against the standard library's blocking ``ssl.SSLSocket``
   running in a thread.
 
-How the openssl tools are driven (see FACTS.md): they read one-letter
-commands from stdin, but a letter only counts at the start of a stdin read.
-So every data byte is >= 0x80 (no data byte can be a command, and the tools'
+How the openssl tools are driven: s_client and s_server read one-letter
+commands from stdin, and they look only at the first byte of each stdin read,
+so a letter counts only at the start of a read (a command that was not taken
+leaves no ``-msg`` proof, and the test's wait for it fails). So every data
+byte is >= 0x80 (no data byte can be a command, and the tools'
 ``-msg`` trace, which is ASCII, can share stdout with the data and be told
 apart byte by byte), a command is written only once the tool has consumed all
 earlier stdin (the other side has received every byte written so far), and
@@ -218,7 +220,9 @@ async def test_s_client_against_server(
     half = len(upload) // 2
     # TLS 1.3: the server keeps sending throughout, KeyUpdate included. TLS 1.2
     # renegotiation started by the client while the server sends makes
-    # s_client itself fail (FACTS.md), so there the download ends first.
+    # s_client itself fail: OpenSSL meets the server's application data in its
+    # handshake code and aborts with "unexpected record" (the last section of
+    # docs/pinned-writes.rst), so there the download ends first.
     concurrent_download = version is TLS13
     download = high_bytes(16 * MiB if concurrent_download else 4 * MiB)
     got = bytearray()
