@@ -1,13 +1,15 @@
-"""Every program under ``docs/examples/`` runs here, from the file the docs include.
+"""The programs under ``docs/examples/`` run here, from the file the docs include.
 
 The pages show these files with ``literalinclude``, so an example cannot drift
 from what is tested. Clients and servers meet over real loopback TCP with
 throw-away trustme certificates; the server examples are also fed clients
 that vanish mid-connection (before, during and after the handshake, with a
 FIN or a reset, while the server is sending) and must go on serving the next
-client. (``tests/test_docs_example.py`` is the example of docs/testing.rst,
-itself a test module; the two code blocks of docs/beyond.rst that
-``tests/test_info.py`` runs stay inline there.)
+client. Every example must be included by a page and run by some test; an
+example of another page may be run by that page's own test module.
+(``tests/test_docs_example.py`` is the example of docs/testing.rst, itself a
+test module; the two code blocks of docs/beyond.rst that ``tests/test_info.py``
+runs stay inline there.)
 """
 
 from __future__ import annotations
@@ -75,12 +77,12 @@ half_close = load_example("half_close")
 post_handshake_auth = load_example("post_handshake_auth")
 
 
-def test_every_example_is_included_by_a_page_and_tested_here() -> None:
+def test_every_example_is_included_by_a_page_and_run_by_a_test() -> None:
     pages = "".join(page.read_text(encoding="utf-8") for page in (ROOT / "docs").glob("*.rst"))
-    tested = Path(__file__).read_text(encoding="utf-8")
+    tests = "".join(test.read_text(encoding="utf-8") for test in (ROOT / "tests").glob("*.py"))
     for example in sorted(EXAMPLES.glob("*.py")):
         assert f".. literalinclude:: examples/{example.name}" in pages, example.name
-        assert f'load_example("{example.stem}")' in tested, example.name
+        assert f'"{example.stem}"' in tests or example.name in tests, example.name
 
 
 @pytest.fixture
@@ -586,3 +588,11 @@ def test_docs_show_the_numbers_of_the_code(tmp_path: Path) -> None:
     quickstart = page("quickstart")
     listed = quickstart[quickstart.index("optional extras:") :].split(". ")[0]
     assert re.findall(r'"(\w+)" \(', listed) == list(extras)
+
+
+def test_api_page_documents_every_export() -> None:
+    import trio_tlsretry
+
+    api = (ROOT / "docs" / "api.rst").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\.\. (?:auto\w+|data):: (\w+)", api, re.MULTILINE))
+    assert documented == set(trio_tlsretry.__all__)
