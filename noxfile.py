@@ -3,9 +3,18 @@
 Run one session with ``nox -s NAME``; extra arguments after ``--`` go to the
 tool (for example ``nox -s tests -- -k renegotiation``). ``nox -s bench`` runs
 the benchmarks and is not part of the default set.
+
+``nox -s tests`` runs the suite on every supported Python (``tests-3.10``,
+``tests-3.11``, ...) that this machine has, and skips the others.
 """
 
 from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import nox
 
@@ -14,10 +23,53 @@ nox.options.reuse_existing_virtualenvs = True
 
 PACKAGE = "trio_tlsretry"
 
+# One list for nox, .ci/run and the classifiers (tests/test_packaging.py checks them).
+PYTHON_VERSIONS = [
+    line.strip()
+    for line in (Path(__file__).parent / ".ci" / "python-versions").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
 
-@nox.session
+
+def _select_pyenv_pythons() -> None:
+    """Make pyenv's shims run every installed supported Python, not only the selected one.
+
+    A pyenv shim such as ``python3.12`` fails with "command not found" unless
+    3.12 is among the selected versions, and nox then skips ``tests-3.12``
+    although the interpreter is installed. The versions already selected come
+    first, so ``python3`` stays what it was. An explicit ``PYENV_VERSION``
+    is left alone.
+    """
+    if "PYENV_VERSION" in os.environ or shutil.which("pyenv") is None:
+        return
+    try:
+        selected = subprocess.run(
+            ["pyenv", "version-name"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        installed = subprocess.run(
+            ["pyenv", "versions", "--bare"], capture_output=True, text=True, check=True
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return
+    names = selected.split(":")
+    for version in PYTHON_VERSIONS:
+        # Plain releases only (3.12.1, not 3.13.0t or a virtualenv); the newest patch level.
+        patches = [
+            int(name.rsplit(".", 1)[1])
+            for name in installed
+            if re.fullmatch(re.escape(version) + r"\.\d+", name)
+        ]
+        if patches:
+            names.append(f"{version}.{max(patches)}")
+    os.environ["PYENV_VERSION"] = ":".join(dict.fromkeys(names))
+
+
+_select_pyenv_pythons()
+
+
+@nox.session(python=PYTHON_VERSIONS)
 def tests(session: nox.Session) -> None:
-    """Run the test suite."""
+    """Run the test suite on each supported Python this machine has."""
     session.install("-e", ".[test]")
     session.run("pytest", "-q", *session.posargs)
 
