@@ -140,6 +140,11 @@ class TLSEngine:
         """Ciphertext received from the transport and not yet processed."""
         return self.incoming.pending
 
+    @property
+    def transport_eof_seen(self) -> bool:
+        """The transport's EOF has been fed in: no more ciphertext will come."""
+        return self.incoming.eof
+
     def has_outgoing(self) -> bool:
         return bool(self._head) or self.outgoing.pending > 0
 

@@ -269,9 +269,36 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             self._failure_cause = cause
         self._plaintext_drained.unpark_all()
 
-    def _raise_tls_error(self, exc: BaseException) -> NoReturn:
-        self._break(f"TLS error: {exc}", exc)
-        raise trio.BrokenResourceError(f"TLS error: {exc}") from exc
+    async def _fail(self, exc: ssl.SSLError) -> NoReturn:
+        """The one way out when TLS fails the connection: alert, then raise.
+
+        When OpenSSL fails a connection it queues the fatal alert that
+        RFC 8446 section 6.2 and RFC 5246 section 7.2.2 require
+        (``bad_record_mac``, ``record_overflow``, ``unknown_ca``, ...). Every
+        operation, during the handshake or after it, ends here, so the peer
+        learns why instead of seeing the connection drop. The stream is
+        broken *before* the alert's flush, so a cancellation during that
+        flush still leaves it broken with ``exc`` as the cause; the flush is
+        bounded (``_send_alert``) so a peer that does not read cannot hold up
+        the error.
+        """
+        message = f"TLS error: {exc}"
+        self._break(message, exc)
+        await self._send_alert()
+        raise trio.BrokenResourceError(message) from exc
+
+    async def _wait_for_peer(self, what: str) -> bool:
+        """One transport read for an engine operation that needs the peer.
+
+        Shared by every loop that waits for the peer (handshake, pinned
+        write, ``unwrap``, post-handshake authentication): if the transport
+        has already ended, nothing more can come, and the operation fails
+        with an ``SSLEOFError`` naming ``what`` it was waiting for. Returns
+        whether we yielded.
+        """
+        if self._engine.transport_eof_seen:
+            await self._fail(ssl.SSLEOFError(f"the transport closed {what}"))
+        return await self._receive()
 
     def _raise_transport_error(self, exc: BaseException) -> NoReturn:
         if self._state is StreamState.CLOSED:
@@ -335,20 +362,48 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             receive_scope.cancel()
 
     async def _send_alert(self) -> None:
-        """Best effort: tell the peer why the handshake failed.
+        """Best effort: hand the queued alert (and anything before it) over.
 
-        OpenSSL queues an alert (for example "unknown CA") when a handshake
-        fails. Without it the peer would only see the connection drop, or
-        wait for a reply that never comes. Bounded by ALERT_TIMEOUT so a
-        peer that does not read cannot hold up the error.
+        Over a socket, non-blocking sends first: the alert is small and
+        usually fits, so nothing waits. What does not fit gets a flush
+        bounded by ALERT_TIMEOUT. If another task holds the transport, it is
+        in the middle of a send that may itself be stuck; we do not queue
+        behind it. A failing transport is not reported: the TLS error that
+        brought us here is the one the caller must see.
         """
         if not self._engine.has_outgoing() or self._transport_send_lock.locked:
+            return
+        try:
+            self._push_without_waiting()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        if not self._engine.has_outgoing():
             return
         with trio.move_on_after(ALERT_TIMEOUT):
             try:
                 await self._flush(even_if_broken=True)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            except Exception:
                 pass
+
+    def _push_without_waiting(self) -> None:
+        """Hand queued ciphertext to a socket as far as it takes it, without awaiting.
+
+        Only over a socket (a non-blocking send), and only when no task holds
+        the transport (we do not take the lock: with no await, nobody can
+        take it before we return).
+        """
+        if not self._sender.raw or self._transport_send_lock.locked:
+            return
+        engine = self._engine
+        io = self._sender
+        while engine.has_outgoing():
+            try:
+                sent = io.try_send(engine.outgoing_head())
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._raise_transport_error(exc)
+            if not sent:
+                return
+            engine.consume_outgoing(sent)
 
     async def _flush_if_needed(self) -> bool:
         """Flush handshake bytes the peer may be waiting for; return whether we did.
@@ -373,7 +428,7 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
         and a second read could wait for data that never comes.
         """
         engine = self._engine
-        if engine.incoming.eof:
+        if engine.transport_eof_seen:
             # Retrying the engine operation will report the EOF.
             return False
         seen = self._transport_receives
@@ -457,13 +512,18 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                 self._check_usable()
                 try:
                     done = engine.do_handshake()
-                except (ssl.SSLError, ssl.CertificateError) as exc:
-                    # Failed for good, even if a cancellation interrupts the
-                    # alert below.
-                    self._break(f"TLS error: {exc}", exc)
-                    await self._send_alert()
-                    self._raise_tls_error(exc)
+                except ssl.SSLError as exc:
+                    await self._fail(exc)
                 if done:
+                    # A TLS 1.3 server's session tickets may wait for its
+                    # next send (``must_flush_before_receiving``): flushing
+                    # them from a receive could deadlock against a client
+                    # that only sends over an unbuffered transport
+                    # (python-trio/trio#819). A non-blocking socket send
+                    # cannot deadlock, so over a socket they go out now, as
+                    # ``openssl s_server``'s do: a client of a server that
+                    # only receives can then resume its session.
+                    self._push_without_waiting()
                     # The client's Finished: the server waits for it.
                     await self._flush_if_needed()
                     return True
@@ -471,12 +531,8 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                 # seen. Then one transport read, and ask the engine again.
                 if engine.has_outgoing():
                     await self._flush()
-                elif engine.incoming.eof:
-                    self._raise_tls_error(
-                        ssl.SSLEOFError("the transport closed during the handshake")
-                    )
                 else:
-                    await self._receive()
+                    await self._wait_for_peer("during the handshake")
         finally:
             self._handshake_lock.release()
 
@@ -556,7 +612,10 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             if engine.has_outgoing():
                 await self._flush()
                 continue
-            accepted = self._write_next_chunk()
+            try:
+                accepted = self._write_next_chunk()
+            except ssl.SSLError as exc:
+                await self._fail(exc)
             if accepted is None:
                 return
             if accepted or engine.has_outgoing():
@@ -564,11 +623,7 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             if engine.buffered_plaintext_bytes >= PLAINTEXT_BUFFER_LIMIT:
                 await self._plaintext_drained.park()
                 continue
-            if engine.incoming.eof:
-                self._raise_tls_error(
-                    ssl.SSLEOFError("the transport closed during a renegotiation")
-                )
-            await self._receive()
+            await self._wait_for_peer("during a renegotiation")
 
     def _write_next_chunk(self) -> bool | None:
         """With the queue empty, the engine's part of one step of the pinned write.
@@ -586,10 +641,8 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             pinned.mark_delivered()
             engine.unpin()
             return None
-        try:
-            return engine.write_pinned_chunk()
-        except (ssl.SSLError, ssl.CertificateError) as exc:
-            self._raise_tls_error(exc)
+        # An ssl.SSLError propagates to the caller, which fails the stream.
+        return engine.write_pinned_chunk()
 
     def _send_small(self, data: object, fresh: bytes) -> None:
         """One record's worth, one ``write``, one socket send, no await.
@@ -601,10 +654,7 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
         (then nothing was taken and ``fresh`` is pinned for the retry).
         """
         engine = self._engine
-        try:
-            head = engine.write_whole(fresh)
-        except (ssl.SSLError, ssl.CertificateError) as exc:
-            self._raise_tls_error(exc)
+        head = engine.write_whole(fresh)  # an ssl.SSLError propagates
         if head is None:
             engine.pin(data, fresh)
             return
@@ -628,17 +678,10 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
         is left is in the engine's usual state for ``_drive_pinned``.
         """
         engine = self._engine
-        io = self._sender
         while True:
+            self._push_without_waiting()
             if engine.has_outgoing():
-                try:
-                    sent = io.try_send(engine.outgoing_head())
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    self._raise_transport_error(exc)
-                if not sent:
-                    return
-                engine.consume_outgoing(sent)
-                continue
+                return  # the socket is full
             if not self._write_next_chunk():
                 return  # all sent and unpinned, or OpenSSL wants to read first
 
@@ -680,11 +723,14 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                 # The common case: nothing else in flight on a socket. Same
                 # engine steps as below, minus the awaits; whatever cannot be
                 # finished without waiting is finished by _drive_pinned.
-                if len(fresh) <= engine.write_chunk and not engine.has_outgoing():
-                    self._send_small(data, fresh)
-                else:
-                    engine.pin(data, fresh)
-                    self._send_without_waiting()
+                try:
+                    if len(fresh) <= engine.write_chunk and not engine.has_outgoing():
+                        self._send_small(data, fresh)
+                    else:
+                        engine.pin(data, fresh)
+                        self._send_without_waiting()
+                except ssl.SSLError as exc:
+                    await self._fail(exc)
                 if engine.pinned is not None:
                     await self._drive_pinned()
                 await cancel_shielded_checkpoint()
@@ -777,10 +823,8 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                 # can never lose decrypted bytes.
                 try:
                     data = engine.read(max_bytes)
-                except ssl.SSLEOFError as exc:
-                    data = self._eof_without_close_notify(exc)
-                except (ssl.SSLError, ssl.CertificateError) as exc:
-                    self._raise_tls_error(exc)
+                except ssl.SSLError as exc:
+                    data = await self._read_failed(exc)
                 if data is not None:
                     if len(self._plaintext_drained):
                         self._plaintext_drained.unpark_all()
@@ -789,10 +833,10 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                     # Handshake data (renegotiation, post-handshake messages)
                     # the peer may be waiting for went out; ask again.
                     yielded = True
-                elif engine.incoming.eof:
+                elif engine.transport_eof_seen:
                     # The engine saw the EOF and still wants data: treat it
                     # like OpenSSL's own unexpected-EOF error.
-                    data = self._eof_without_close_notify(ssl.SSLEOFError("the transport closed"))
+                    data = await self._read_failed(ssl.SSLEOFError("the transport closed"))
                     break
                 elif await self._receive():
                     yielded = True
@@ -801,12 +845,17 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             await cancel_shielded_checkpoint()
         return data
 
-    def _eof_without_close_notify(self, exc: ssl.SSLEOFError) -> bytes:
-        """The transport ended without close_notify: EOF or a broken stream."""
-        if not self._https_compatible:
-            self._raise_tls_error(exc)
-        self._engine.accept_eof_as_close()
-        return b""
+    async def _read_failed(self, exc: ssl.SSLError) -> bytes:
+        """A read failed: a broken stream, or with ``https_compatible`` an EOF.
+
+        A transport EOF without close_notify is the end of the data for an
+        HTTPS-style stream (the stream stays open for sending); anything
+        else fails the connection, alert first.
+        """
+        if self._https_compatible and _is_eof(exc):
+            self._engine.accept_eof_as_close()
+            return b""
+        await self._fail(exc)
 
     def _failed_by_eof(self) -> bool:
         """Did the stream break because the transport ended (no close_notify)?"""
@@ -855,8 +904,8 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                 # wait there for receive_some.
                 self._engine.pump_incoming()
                 self._engine.start_shutdown()
-            except (ssl.SSLError, ssl.CertificateError) as exc:
-                self._raise_tls_error(exc)
+            except ssl.SSLError as exc:
+                await self._fail(exc)
             self._sent_eof = True
             await self._flush()
 
@@ -903,10 +952,14 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                 try:
                     await self._drive_pinned()
                     if not self._sent_eof:
-                        self._engine.start_shutdown()
+                        try:
+                            self._engine.start_shutdown()
+                        except ssl.SSLError as exc:
+                            await self._fail(exc)
                     await self._flush()
-                except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
-                    # The peer or transport is gone: nobody to say goodbye to.
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    # The peer or transport is gone (told why, if TLS failed):
+                    # nobody to say goodbye to.
                     pass
         except BaseException:
             self._mark_closed()
@@ -939,16 +992,12 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             while True:
                 try:
                     done = engine.start_shutdown()
-                except (ssl.SSLError, ssl.CertificateError) as exc:
-                    self._raise_tls_error(exc)
+                except ssl.SSLError as exc:
+                    await self._fail(exc)
                 await self._flush()
                 if done:
                     break
-                if engine.incoming.eof:
-                    self._raise_tls_error(
-                        ssl.SSLEOFError("the transport closed before the peer's close_notify")
-                    )
-                await self._receive()
+                await self._wait_for_peer("before the peer's close_notify")
             self._mark_closed()
             trailing = engine.take_trailing_ciphertext()
             # Handed back: like trio.SSLStream, keep no reference to it.
@@ -1017,19 +1066,13 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                     break
                 error = engine.pending_error()
                 if error is not None:
-                    self._break(f"TLS error: {error}", error)
-                    await self._send_alert()
-                    self._raise_tls_error(error)
+                    await self._fail(error)
                 if engine.has_outgoing():
                     continue
-                if engine.incoming.eof:
-                    self._raise_tls_error(
-                        ssl.SSLEOFError("the transport closed before the client's certificate")
-                    )
                 if engine.buffered_plaintext_bytes >= PLAINTEXT_BUFFER_LIMIT:
                     await self._plaintext_drained.park()
                     continue
-                await self._receive()
+                await self._wait_for_peer("before the client's certificate")
             self._client_certificate_requested = False
             await cancel_shielded_checkpoint()
 

@@ -1,0 +1,221 @@
+"""Fatal alerts after the handshake, and TLS 1.3 session tickets sent promptly.
+
+When OpenSSL fails a connection it queues the fatal alert that RFC 8446
+section 6.2 and RFC 5246 section 7.2.2 require; ``TLSStream`` sends it before
+the stream breaks, on every operation, during the handshake or after it
+(``trio.SSLStream`` only does during the handshake). The peer here is another
+``TLSStream``: OpenSSL on the receiving end names the alert it got
+(``SSLV3_ALERT_BAD_RECORD_MAC`` and the like). ``tests/test_adversarial_peer.py``
+checks each alert against ``openssl s_server`` with an independent peer.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+from streamtools import handshake
+
+from trio_tlsretry import (
+    StreamState,
+    TLSStream,
+    open_tls_over_tcp_listeners,
+    open_tls_over_tcp_stream,
+)
+from trio_tlsretry._stream import ALERT_TIMEOUT
+from trio_tlsretry.testing import TLSContexts
+
+HOSTNAME = "example.org"
+TLS12 = ssl.TLSVersion.TLSv1_2
+TLS13 = ssl.TLSVersion.TLSv1_3
+VERSIONS = [pytest.param(TLS12, id="TLS1.2"), pytest.param(TLS13, id="TLS1.3")]
+
+
+def contexts_for(version: ssl.TLSVersion) -> TLSContexts:
+    return TLSContexts(HOSTNAME, maximum_version=version)
+
+
+def forged_record(body_length: int = 64) -> bytes:
+    """An application-data record whose contents no key produced."""
+    return b"\x17\x03\x03" + body_length.to_bytes(2, "big") + os.urandom(body_length)
+
+
+async def tls_failure_of(stream: TLSStream, operation: str) -> ssl.SSLError:
+    """Run ``operation`` on ``stream``; return the SSLError it broke with."""
+    with pytest.raises(trio.BrokenResourceError) as info:
+        if operation == "receive_some":
+            await stream.receive_some()
+        elif operation == "unwrap":
+            await stream.unwrap()
+        else:  # pragma: no cover - a typo in a parametrisation
+            raise AssertionError(operation)
+    cause = info.value.__cause__
+    assert isinstance(cause, ssl.SSLError), repr(cause)
+    assert stream.statistics().state is StreamState.BROKEN
+    return cause
+
+
+async def alert_received_by(stream: TLSStream) -> str:
+    """The reason OpenSSL gives for the alert ``stream``'s peer sent it."""
+    with trio.fail_after(10), pytest.raises(trio.BrokenResourceError) as info:
+        while await stream.receive_some():
+            pass
+    cause = info.value.__cause__
+    assert isinstance(cause, ssl.SSLError), repr(cause)
+    return str(cause.reason)
+
+
+@asynccontextmanager
+async def socket_pair(version: ssl.TLSVersion) -> AsyncIterator[tuple[TLSStream, TLSStream]]:
+    """A handshaken ``(client, server)`` pair over a real socketpair."""
+    contexts = contexts_for(version)
+    a, b = trio.socket.socketpair()
+    client = TLSStream(trio.SocketStream(a), contexts.client, server_hostname=HOSTNAME)
+    server = TLSStream(trio.SocketStream(b), contexts.server, server_side=True)
+    async with client, server:
+        await handshake(client, server)
+        yield client, server
+
+
+# ---------------------------------------------- a failure after the handshake
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("operation", ["receive_some", "unwrap"])
+async def test_a_forged_record_gets_bad_record_mac(version: ssl.TLSVersion, operation: str) -> None:
+    async with socket_pair(version) as (client, server):
+        await client.transport_stream.send_all(forged_record())
+        failure = await tls_failure_of(server, operation)
+        assert failure.reason == "DECRYPTION_FAILED_OR_BAD_RECORD_MAC"
+        # The alert went out before the error was raised.
+        assert server.statistics().outgoing_ciphertext_bytes == 0
+        if operation == "unwrap":
+            # unwrap sent its close_notify before it read the forged record,
+            # so the client sees a clean close first; the alert follows it.
+            assert await client.receive_some() == b""
+        else:
+            assert await alert_received_by(client) == "SSLV3_ALERT_BAD_RECORD_MAC"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_an_oversized_record_gets_record_overflow(version: ssl.TLSVersion) -> None:
+    # RFC 8446 section 5.2 / RFC 5246 section 6.2.3: at most 2^14 + 256 (TLS
+    # 1.3) or 2^14 + 2048 (TLS 1.2) bytes of ciphertext per record.
+    async with socket_pair(version) as (client, server):
+        await client.transport_stream.send_all(forged_record(2**14 + 2049))
+        failure = await tls_failure_of(server, "receive_some")
+        assert failure.reason == "PACKET_LENGTH_TOO_LONG"
+        assert await alert_received_by(client) == "TLSV1_ALERT_RECORD_OVERFLOW"
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+async def test_both_ends_send_the_alert_over_memory_streams(side: str) -> None:
+    contexts = contexts_for(TLS13)
+    left, right = trio.testing.memory_stream_pair()
+    client = TLSStream(left, contexts.client, server_hostname=HOSTNAME)
+    server = TLSStream(right, contexts.server, server_side=True)
+    await handshake(client, server)
+    victim, peer = (client, server) if side == "client" else (server, client)
+    await peer.transport_stream.send_all(forged_record())
+    failure = await tls_failure_of(victim, "receive_some")
+    assert failure.reason == "DECRYPTION_FAILED_OR_BAD_RECORD_MAC"
+    assert await alert_received_by(peer) == "SSLV3_ALERT_BAD_RECORD_MAC"
+
+
+async def test_the_alert_flush_is_bounded_when_the_peer_does_not_read(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Over a lockstep transport a send waits for the peer to read; this peer
+    # never does. The error still comes, ALERT_TIMEOUT later, unmasked.
+    contexts = contexts_for(TLS13)
+    left, right = trio.testing.lockstep_stream_pair()
+    client = TLSStream(left, contexts.client, server_hostname=HOSTNAME)
+    server = TLSStream(right, contexts.server, server_side=True)
+    async with trio.open_nursery() as nursery:
+        await handshake(client, server)
+        nursery.start_soon(client.transport_stream.send_all, forged_record())
+        started = trio.current_time()
+        failure = await tls_failure_of(server, "receive_some")
+        assert failure.reason == "DECRYPTION_FAILED_OR_BAD_RECORD_MAC"
+        assert trio.current_time() - started == pytest.approx(ALERT_TIMEOUT)
+        nursery.cancel_scope.cancel()
+    await trio.aclose_forcefully(server)
+
+
+async def test_a_cancelled_alert_flush_leaves_the_stream_broken(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    contexts = contexts_for(TLS13)
+    left, right = trio.testing.lockstep_stream_pair()
+    client = TLSStream(left, contexts.client, server_hostname=HOSTNAME)
+    server = TLSStream(right, contexts.server, server_side=True)
+    async with trio.open_nursery() as nursery:
+        await handshake(client, server)
+        nursery.start_soon(client.transport_stream.send_all, forged_record())
+        with trio.move_on_after(ALERT_TIMEOUT / 2) as scope:
+            await server.receive_some()
+        assert scope.cancelled_caught
+        assert server.statistics().state is StreamState.BROKEN
+        with pytest.raises(trio.BrokenResourceError) as info:
+            await server.receive_some()
+        cause = info.value.__cause__
+        assert isinstance(cause, ssl.SSLError)
+        assert cause.reason == "DECRYPTION_FAILED_OR_BAD_RECORD_MAC"
+        nursery.cancel_scope.cancel()
+    await server.aclose()
+    assert server.statistics().state is StreamState.CLOSED
+
+
+# ------------------------------------------------------ prompt session tickets
+
+
+async def test_tls13_tickets_go_to_a_socket_right_after_the_handshake() -> None:
+    async with socket_pair(TLS13) as (_, server):
+        assert server.statistics().outgoing_ciphertext_bytes == 0
+        assert server.statistics().ciphertext_bytes_sent > 0
+
+
+async def test_tls13_tickets_wait_for_the_next_send_over_an_unbuffered_transport() -> None:
+    # python-trio/trio#819: flushing them from a receive over a lockstep
+    # transport could deadlock against a client that only sends.
+    contexts = contexts_for(TLS13)
+    left, right = trio.testing.lockstep_stream_pair()
+    client = TLSStream(left, contexts.client, server_hostname=HOSTNAME)
+    server = TLSStream(right, contexts.server, server_side=True)
+    await handshake(client, server)
+    assert server.statistics().outgoing_ciphertext_bytes > 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.send_all, b"only sending")
+        assert await server.receive_some() == b"only sending"
+
+
+async def test_a_client_of_a_receive_only_server_resumes_its_session() -> None:
+    contexts = TLSContexts("127.0.0.1", maximum_version=TLS13)
+    session: ssl.SSLSession | None = None
+    (listener,) = await open_tls_over_tcp_listeners(0, contexts.server, host="127.0.0.1")
+    port = listener.transport_listener.socket.getsockname()[1]
+    async with listener:
+        for attempt in ("first", "resumed"):
+            client = await open_tls_over_tcp_stream(
+                "127.0.0.1", port, ssl_context=contexts.client, https_compatible=True
+            )
+            if session is not None:
+                client.session = session
+            server = await listener.accept()
+            await handshake(client, server)
+            await client.send_all(b"for a server that never answers")
+            assert await server.receive_some() == b"for a server that never answers"
+            # The server drops the connection without writing anything more:
+            # whatever the client reads now was sent with the handshake.
+            await trio.aclose_forcefully(server.transport_stream)
+            assert await client.receive_some() == b""
+            assert client.session_reused == (attempt == "resumed")
+            session = client.session
+            assert session is not None and session.has_ticket
+            await client.aclose()
+            await trio.aclose_forcefully(server)
