@@ -206,6 +206,41 @@ async def test_serve_and_connect_echo(tmp_path: Path) -> None:
     assert f"sent {len(payload)} bytes, received {len(payload)} bytes" in err
 
 
+async def test_serve_names_the_alert_that_ended_a_connection() -> None:
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+    process = await trio.lowlevel.open_process(
+        [*PYTHON, "serve", "--port", "0", "--host", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        banner = "\n".join(await read_lines(process.stdout, 2))
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", banner)
+        assert match, banner
+        stream = await open_tls_over_tcp_stream(
+            "127.0.0.1", int(match.group(1)), ssl_context=insecure
+        )
+        async with stream:
+            await stream.send_all(b"ping")
+            with trio.fail_after(DEADLINE):
+                assert await stream.receive_some() == b"ping"
+            # A record no key produced: the server must answer bad_record_mac.
+            await stream.transport_stream.send_all(b"\x17\x03\x03\x00\x40" + bytes(64))
+            with pytest.raises(trio.BrokenResourceError) as info:
+                await stream.receive_some()
+            assert isinstance(info.value.__cause__, ssl.SSLError)
+            assert info.value.__cause__.reason == "SSLV3_ALERT_BAD_RECORD_MAC"
+        lines = await read_lines(process.stderr, 2)
+        assert re.fullmatch(
+            r"\[1\] 127\.0\.0\.1:\d+: 4 bytes, closed: sent alert bad_record_mac", lines[1]
+        ), lines
+    finally:
+        await stop(process)
+
+
 async def test_serve_discard_and_connect_with_cafile(tmp_path: Path) -> None:
     contexts = make_tls_contexts("127.0.0.1")
     cert = tmp_path / "cert.pem"

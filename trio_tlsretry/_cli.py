@@ -15,13 +15,13 @@ import ssl
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import trio
 
 from . import __version__
-from ._errors import SendEOFNotSupportedError
 from ._listener import TLSListener
 from ._stream import TLSStream
 from ._tcp import open_tls_over_tcp_stream, serve_tls_over_tcp
@@ -82,6 +82,55 @@ def _describe_tls_failure(exc: BaseException) -> str:
     if isinstance(cause, ssl.SSLError):
         return cause.reason or str(cause)
     return str(cause)
+
+
+class _AlertLog:
+    """Which TLS alert each connection sent or received, for the server's log.
+
+    Python's ``ssl`` module reports alerts only through the context's message
+    callback (``SSLContext._msg_callback``, undocumented but present since
+    Python 3.8); the CLI owns its context, so it may install one. Alerts are
+    kept per ``SSLObject``, weakly, so a closed connection costs nothing.
+    """
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._last: weakref.WeakKeyDictionary[object, tuple[str, int]] = weakref.WeakKeyDictionary()
+        context._msg_callback = self._record  # type: ignore[attr-defined]
+
+    def _record(
+        self,
+        connection: object,
+        direction: str,
+        version: object,
+        content_type: object,
+        message_type: object,
+        data: bytes,
+    ) -> None:
+        # A fatal alert (level 2) is the reason a connection ended; a warning
+        # (close_notify) must not hide one that came before it.
+        if (
+            content_type == _ALERT_CONTENT_TYPE
+            and len(data) == 2
+            and (data[0] == 2 or connection not in self._last)
+        ):
+            self._last[connection] = (direction, data[1])
+
+    def describe(self, stream: TLSStream[Any]) -> str | None:
+        """``"sent alert bad_record_mac"`` or similar; ``None`` if no alert."""
+        # The SSLObject is private to TLSStream; this module is part of the package.
+        found = self._last.get(stream._ssl_object)
+        if found is None:
+            return None
+        direction, code = found
+        try:
+            name = ssl._TLSAlertType(code).name.lower()  # type: ignore[attr-defined]
+        except ValueError:
+            name = f"alert {code}"
+        return f"{'sent' if direction == 'write' else 'received'} alert {name}"
+
+
+#: TLS record content type of an alert (RFC 8446 section 5.1).
+_ALERT_CONTENT_TYPE = 21
 
 
 def _describe_os_error(exc: OSError) -> str:
@@ -340,6 +389,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace, context: ssl.SSLContext, fingerprint: str) -> None:
     mode = "discard" if args.discard else "echo"
     counter = 0
+    alerts = _AlertLog(context)
 
     async def handler(stream: TLSStream[trio.SocketStream]) -> None:
         nonlocal counter
@@ -368,7 +418,8 @@ async def _serve(args: argparse.Namespace, context: ssl.SSLContext, fingerprint:
                     await stream.send_all(data)
             note = "closed"
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            note = f"broken ({exc})"
+            alert = alerts.describe(stream)
+            note = f"closed: {alert}" if alert else f"broken ({exc})"
         finally:
             await _close_politely(stream)
             print(f"[{number}] {peer}: {received} bytes, {note}", file=sys.stderr, flush=True)
@@ -459,7 +510,7 @@ async def _connect(args: argparse.Namespace, context: ssl.SSLContext) -> int:
         ]
         print("\n".join(info), file=sys.stderr, flush=True)
 
-        async def pump_stdin(nursery: trio.Nursery) -> None:
+        async def pump_stdin() -> None:
             nonlocal sent
             while True:
                 data = await trio.to_thread.run_sync(os.read, 0, _CHUNK, abandon_on_cancel=True)
@@ -467,15 +518,11 @@ async def _connect(args: argparse.Namespace, context: ssl.SSLContext) -> int:
                     break
                 await stream.send_all(data)
                 sent += len(data)
-            try:
-                await stream.send_eof()
-            except SendEOFNotSupportedError:
-                # TLS 1.2 cannot half-close: end of input ends the session.
-                nursery.cancel_scope.cancel()
+            await stream.send_eof()
 
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(pump_stdin, nursery)
+                nursery.start_soon(pump_stdin)
                 while True:
                     data = await stream.receive_some()
                     if not data:
@@ -488,8 +535,6 @@ async def _connect(args: argparse.Namespace, context: ssl.SSLContext) -> int:
             if isinstance(leaf, (trio.BrokenResourceError, OSError)):
                 raise CLIError(f"connection to {args.address} failed: {leaf}") from None
             raise
-        if nursery.cancel_scope.cancelled_caught and stream.version() != "TLSv1.3":
-            outcome = "end of input; closed the session"
     finally:
         await _close_politely(stream)
     elapsed = time.monotonic() - started
