@@ -17,6 +17,7 @@ import pytest
 
 try:
     from trio_tlsretry.testing._fixtures import (
+        fake_tcp_network,
         tls_ca,
         tls_client_context,
         tls_contexts,
@@ -35,6 +36,7 @@ except ImportError as exc:
 
         return fixture
 
+    fake_tcp_network = _unavailable("fake_tcp_network")
     tls_contexts = _unavailable("tls_contexts")
     tls_ca = _unavailable("tls_ca")
     tls_server_context = _unavailable("tls_server_context")
@@ -42,6 +44,7 @@ except ImportError as exc:
     tls_stream_pair = _unavailable("tls_stream_pair")
 
 __all__ = [
+    "fake_tcp_network",
     "tls_ca",
     "tls_client_context",
     "tls_contexts",

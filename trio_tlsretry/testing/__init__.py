@@ -13,10 +13,13 @@ imports this package or trustme.
   :class:`InjectingStream`, :class:`AbruptEOFStream`.
 * Systematic cancellation: :func:`cancel_at_checkpoint`,
   :func:`cancellation_sweep`.
+* A fake TCP network behind Trio's socket and resolver hooks:
+  :class:`FakeTCPNetwork` (with :class:`FakeTCPSocket`,
+  :class:`FakeTCPConnection`, :class:`FakeHost`, :class:`ConnectAttempt`).
 
 The pytest fixtures (``tls_ca``, ``tls_server_context``,
-``tls_client_context``, ``tls_contexts``, ``tls_stream_pair``) are installed
-as a pytest plugin; see :doc:`/testing`.
+``tls_client_context``, ``tls_contexts``, ``tls_stream_pair``,
+``fake_tcp_network``) are installed as a pytest plugin; see :doc:`/testing`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
     ) from None
 
 from ._exact import ExactProgressMemoryStream, exact_progress_stream_pair
+from ._fakenet import (
+    ConnectAttempt,
+    FakeHost,
+    FakeTCPConnection,
+    FakeTCPNetwork,
+    FakeTCPSocket,
+)
 from ._faults import (
     AbruptEOFStream,
     ChunkedStream,
@@ -53,10 +63,15 @@ __all__ = [
     "AbruptEOFStream",
     "CancelOutcome",
     "ChunkedStream",
+    "ConnectAttempt",
     "CorruptingStream",
     "DelayedStream",
     "ExactProgressMemoryStream",
     "FailingStream",
+    "FakeHost",
+    "FakeTCPConnection",
+    "FakeTCPNetwork",
+    "FakeTCPSocket",
     "FaultStream",
     "InjectingStream",
     "SweepReport",

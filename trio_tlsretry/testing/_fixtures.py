@@ -1,22 +1,28 @@
 """The fixtures behind the pytest plugin.
 
 Each test gets its own throw-away certificate authority, so tests never share
-TLS state. The fixtures are plain (synchronous) pytest fixtures: they work
-with pytest-trio, and with any other way of running the async tests.
+TLS state. The TLS fixtures are plain (synchronous) pytest fixtures: they
+work with pytest-trio, and with any other way of running the async tests.
+``fake_tcp_network`` is the exception: Trio keeps its socket hooks per
+``trio.run``, so the network can only be installed inside the test's run,
+which takes pytest-trio's async fixtures.
 """
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import trustme
 
 from .._stream import TLSStream
+from ._fakenet import FakeTCPNetwork
 from ._pairs import TLSContexts, tls_memory_stream_pair
 
 __all__ = [
+    "fake_tcp_network",
     "tls_ca",
     "tls_client_context",
     "tls_contexts",
@@ -61,3 +67,15 @@ def tls_stream_pair(
     return tls_memory_stream_pair(
         client_context=tls_client_context, server_context=tls_server_context
     )
+
+
+@pytest.fixture
+async def fake_tcp_network() -> AsyncIterator[FakeTCPNetwork]:
+    """A :class:`~trio_tlsretry.testing.FakeTCPNetwork`, installed for the test's ``trio.run``.
+
+    Every ``trio.open_tcp_stream``, listener and name lookup of the test
+    goes through it; only ``localhost`` exists until the test adds hosts.
+    Needs pytest-trio (an async fixture).
+    """
+    with FakeTCPNetwork() as network:
+        yield network
