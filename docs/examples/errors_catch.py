@@ -11,7 +11,7 @@ from trio_tlsretry import TLSStream
 log = logging.getLogger(__name__)
 
 
-async def ask(stream: TLSStream, request: bytes) -> bytes | None:
+async def ask(stream: TLSStream, request: bytes) -> bytes | bytearray | None:
     """The first part of the answer to ``request``; ``None`` if the connection failed."""
     try:
         await stream.send_all(request)

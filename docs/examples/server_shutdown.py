@@ -12,7 +12,7 @@ import trio
 from trio_tlsretry import TLSStream, serve_tls_over_tcp
 
 
-async def handler(stream: TLSStream) -> None:
+async def handler(stream: TLSStream[trio.SocketStream]) -> None:
     try:
         async for data in stream:
             await stream.send_all(data)

@@ -9,7 +9,7 @@ import trio
 from trio_tlsretry import TLSStream, serve_tls_over_tcp
 
 
-async def echo(stream: TLSStream) -> None:
+async def echo(stream: TLSStream[trio.SocketStream]) -> None:
     try:
         async with stream:
             async for data in stream:
