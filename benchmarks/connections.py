@@ -1,0 +1,417 @@
+"""Server memory per TLS connection, state by state: TLSStream vs trio.SSLStream vs anyio.
+
+For each connection state and each server implementation, a fresh server
+process (``_conn_server.py``) listens on 127.0.0.1 and a separate client
+process (``_conn_client.py``, plain stdlib ``ssl``, not measured) drives N
+connections into the state. The server measures its own resident set size;
+the figure is ``(RSS with N connections in the state - baseline) / N``.
+
+The states:
+
+idle after the handshake
+    One byte each way (the client also reads its TLS 1.3 session tickets),
+    then the server waits in ``receive_some()``.
+mid-handshake
+    The client sent its ClientHello and never answers the server's flight;
+    the server waits for the client's Finished.
+sender blocked
+    An echo server (``receive_some()`` then ``send_all(data)``) whose client
+    keeps sending and never reads, until every echo is stuck in ``send_all``.
+    The client sends while the server process is stopped (SIGSTOP), as much
+    as the kernel takes, so that each server read finds all of it, and it
+    stops sending on a connection once that echo is stuck (more would only
+    fill kernel buffers). The same state on every run.
+receiver behind
+    The client sends a 64-byte header and 1 MiB; once the kernel holds what
+    it can, the server application reads the header with one
+    ``receive_some(64)`` and nothing after it. On a fresh connection the
+    kernel holds about one receive window (64 KiB on Linux by default) at
+    that moment, so a stream's transport read takes at most that much here;
+    on a connection whose window has grown it would take its full read size.
+idle after a transfer
+    The client sends 1 MiB, the server reads it all with ``receive_some()``
+    and answers 1 MiB in one ``send_all``; then it waits in ``receive_some()``.
+
+Each state is checked on counters before the RSS is read, never assumed after
+a delay: every handler's phase (e.g. inside ``send_all``), the kernel queues
+of every server socket (``SIOCINQ``/``SIOCOUTQ``: empty when idle, unsent
+echo data when the sender is blocked, unread data when the receiver is
+behind), TLSStream's ``statistics()``, what the client could still send, and
+two consecutive identical readings with the server's tasks all blocked.
+
+The baseline: the server process is started with its listener up, a warm-up
+round of ``WARMUP`` connections is taken through the same state and dropped,
+then ``gc.collect()`` and ``malloc_trim(0)`` run and the RSS is read. The
+state's RSS is read after ``gc.collect()`` only, so heap fragmentation counts.
+Kernel socket buffers are not part of RSS, but they are what makes large N
+heavy for the machine: at 2,000 connections the sender-blocked row needs up
+to about 1.5 GB of kernel TCP memory for anyio (whose server socket send
+queues grow to megabytes), which reaches the default ``net.ipv4.tcp_mem``
+pressure threshold of a 24 GB machine; the other rows stay far below it.
+
+Usage::
+
+    python benchmarks/connections.py                 # 2,000 connections, ~2-3 minutes
+    python benchmarks/connections.py -n 10000        # 10,000, ~12-15 minutes (estimated)
+    python benchmarks/connections.py -n 200 --states idle,behind --impls tlsretry,trio
+    python benchmarks/connections.py -n 200 --tracemalloc   # top allocation sites too
+    python benchmarks/connections.py --json results.json
+
+Needs trustme and anyio (the ``test`` extra). Linux only (``/proc``, socket
+``ioctl``\\ s). File descriptors: the soft limit is raised to what N needs, up
+to the hard limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _conn_common import (  # noqa: E402
+    BEHIND,
+    HANDSHAKING,
+    HEADER_SIZE,
+    IDLE,
+    IMPL_LABELS,
+    IMPLS,
+    SENDING,
+    STATE_LABELS,
+    STATES,
+    WAITING,
+    KiB,
+    LineReader,
+    write_message,
+)
+from run import make_certs  # noqa: E402
+
+WARMUP = 20
+PUSH_STATES = ("send_blocked", "behind")
+
+
+class Child:
+    """A server or client process spoken to with JSON lines."""
+
+    def __init__(self, name: str, cmd: list[str]) -> None:
+        self.name = name
+        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.reader = LineReader(self.process.stdout.fileno())
+
+    def read(self, timeout: float) -> dict[str, Any]:
+        try:
+            return self.reader.read_message(timeout)
+        except (TimeoutError, EOFError) as exc:
+            raise RuntimeError(f"{self.name}: {exc}") from exc
+
+    def request(self, command: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        write_message(self.process.stdin.fileno(), command)
+        return self.read(timeout)
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """SIGSTOP the process for the duration of the block."""
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        try:
+            write_message(self.process.stdin.fileno(), {"cmd": "exit"})
+            self.process.stdin.close()
+            self.process.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def reached(
+    state: str, count: int, status: dict[str, Any], push: dict[str, Any] | None, before_go: bool
+) -> bool:
+    """Do the counters show ``count`` connections in ``state``?
+
+    ``before_go``: the "behind" handlers have not made their one receive yet.
+    """
+    phases: dict[str, int] = status["phases"]
+    if status["connections"] != count:
+        return False
+    if push is not None and push["pushed"]:
+        return False  # the client could still send: not settled
+    if state in ("idle", "after_transfer"):
+        quiet = status["inq_nonzero"] == 0 and status["outq_nonzero"] == 0
+        return phases.get(IDLE) == count and quiet
+    if state == "handshake":
+        return (
+            phases.get(HANDSHAKING) == count
+            and status["inq_nonzero"] == 0  # every ClientHello consumed
+            and status.get("received_nonzero", count) == count
+        )
+    if state == "send_blocked":
+        assert push is not None
+        return (
+            phases.get(SENDING) == count  # every handler inside send_all
+            and status["outq_nonzero"] == count  # with unsent data in the kernel
+            and status.get("send_pending_nonzero", count) == count  # and in the stream
+            and push["held"] == count  # so the client no longer sends
+        )
+    if state == "behind":
+        assert push is not None
+        if before_go:
+            return phases.get(WAITING) == count  # and the client sent all it could
+        return (
+            phases.get(BEHIND) == count  # one receive_some(64) done, no more
+            and status["first_read_total"] == count * HEADER_SIZE
+            and status["inq_nonzero"] == count  # unread data waiting in the kernel
+        )
+    raise ValueError(state)
+
+
+def settle(
+    server: Child, client: Child, state: str, count: int, timeout: float, before_go: bool = False
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Poll until the state is reached and two consecutive readings agree."""
+    deadline = time.monotonic() + timeout
+    previous = None
+    pause = 0.01
+    blocked_peers: list[int] = []
+    while True:
+        push = None
+        if state in PUSH_STATES:
+            # The server is stopped while the client sends, so each of its
+            # reads finds everything the kernel could take (not whatever
+            # part had arrived when it woke): the same state on every run.
+            with server.stopped():
+                push = client.request({"cmd": "push", "skip": blocked_peers})
+        status = server.request({"cmd": "status"})
+        blocked_peers = status["blocked_peers"]
+        ok = reached(state, count, status, push, before_go)
+        reading = json.dumps([status, push], sort_keys=True)
+        if ok and reading == previous:
+            return status, push
+        previous = reading if ok else None
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{state}: not reached within {timeout:.0f} s; last server status "
+                f"{status}, client {push}"
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
+
+
+def bring_up(
+    server: Child, client: Child, state: str, count: int
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Open ``count`` connections into ``state``; the client's answers to open and push."""
+    timeout = 60 + count * 0.05
+    opened = client.request({"cmd": "open", "count": count, "timeout": timeout}, timeout + 30)
+    if opened["open"] != count:
+        raise RuntimeError(f"{state}: the client has {opened['open']} connections, not {count}")
+    if state == "handshake" and opened["readable"] != opened["open"]:
+        raise RuntimeError(f"only {opened['readable']} connections saw the server's flight")
+    settle_timeout = 60 + count * 0.02
+    if state == "behind":
+        settle(server, client, state, count, settle_timeout, before_go=True)
+        server.request({"cmd": "go"})
+    _status, push = settle(server, client, state, count, settle_timeout)
+    return opened, push
+
+
+def measure(impl: str, state: str, count: int, certdir: Path, trace: bool) -> dict[str, Any]:
+    common = ["--state", state, "--certdir", str(certdir), "--max-connections", str(count)]
+    server_cmd = [sys.executable, str(HERE / "_conn_server.py"), "--impl", impl, *common]
+    if trace:
+        server_cmd.append("--tracemalloc")
+    server = Child(f"{impl} server", server_cmd)
+    client = None
+    try:
+        port = server.read(60)["port"]
+        client_cmd = [sys.executable, str(HERE / "_conn_client.py"), "--port", str(port)]
+        client = Child(f"{impl} client", client_cmd + common)
+        warmup = min(WARMUP, count)
+        bring_up(server, client, state, warmup)
+        client.request({"cmd": "close"})
+        server.request({"cmd": "drop"})
+        baseline = server.request({"cmd": "baseline"})["rss"]
+        started = time.monotonic()
+        opened, push = bring_up(server, client, state, count)
+        seconds = time.monotonic() - started
+        result = server.request({"cmd": "measure"}, timeout=300)
+    finally:
+        if client is not None:
+            client.stop()
+        server.stop()
+    per_connection = (result["rss"] - baseline) / count
+    evidence = {
+        k: v / count
+        for k, v in result.items()
+        if isinstance(v, int)
+        and not k.endswith("_nonzero")
+        and k not in ("rss", "rss_baseline", "connections")
+    }
+    if push is not None:
+        evidence.update(
+            client_ciphertext_sent=push["ciphertext_sent"] / count,
+            client_unsent=push["unsent"] / count,
+        )
+    record = {
+        "impl": impl,
+        "state": state,
+        "connections": count,
+        "kib_per_connection": per_connection / KiB,
+        "rss_baseline_mib": baseline / KiB / KiB,
+        "rss_mib": result["rss"] / KiB / KiB,
+        "seconds_to_reach": seconds,
+        "client_open_seconds": opened["seconds"],
+        "phases": result["phases"],
+        "per_connection_counters": evidence,
+    }
+    if "tracemalloc" in result:
+        record["tracemalloc"] = result["tracemalloc"]
+    return record
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version(), "openssl": ssl.OPENSSL_VERSION}
+    for name in ("trio", "anyio", "trio_tlsretry"):
+        try:
+            found[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def table(results: dict[str, dict[str, dict[str, Any]]], impls: list[str], count: int) -> str:
+    columns = [f"{IMPL_LABELS[i]} KiB/conn" for i in impls]
+    with_ratio = "tlsretry" in impls and "trio" in impls
+    if with_ratio:
+        columns.insert(impls.index("trio") + 1, "ratio TLSStream/trio")
+    width = max(len(label) for label in STATE_LABELS.values())
+    lines = [
+        f"Server RSS per connection, {count:,} connections per state "
+        "(KiB = 1024 bytes; baseline: listener up after a dropped warm-up round)",
+        "  ".join([f"{'state':<{width}}", *columns]),
+    ]
+    for state, by_impl in results.items():
+        cells = []
+        for impl in impls:
+            label = f"{IMPL_LABELS[impl]} KiB/conn"
+            cells.append(f"{by_impl[impl]['kib_per_connection']:>{len(label)}.1f}")
+            if with_ratio and impl == "trio":
+                ratio = by_impl["tlsretry"]["kib_per_connection"] / max(
+                    by_impl["trio"]["kib_per_connection"], 0.1
+                )
+                cells.append(f"{ratio:>{len('ratio TLSStream/trio')}.2f}")
+        lines.append("  ".join([f"{STATE_LABELS[state]:<{width}}", *cells]))
+    return "\n".join(lines)
+
+
+def tracemalloc_report(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    lines = []
+    for state, by_impl in results.items():
+        for impl, record in by_impl.items():
+            trace = record.get("tracemalloc")
+            if not trace:
+                continue
+            lines.append(
+                f"\n{IMPL_LABELS[impl]}, {STATE_LABELS[state]}: "
+                f"{record['kib_per_connection']:.1f} KiB/conn RSS, "
+                f"{trace['traced_bytes_per_connection'] / KiB:.1f} KiB/conn traced by tracemalloc"
+            )
+            for site in trace["sites"]:
+                if abs(site["bytes_per_connection"]) < 256:
+                    continue
+                lines.append(
+                    f"  {site['bytes_per_connection'] / KiB:8.1f} KiB "
+                    f"{site['blocks_per_connection']:5.1f} blocks  {site['where']}"
+                )
+    return "\n".join(lines)
+
+
+def parse_list(text: str, allowed: tuple[str, ...]) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in items if item not in allowed]
+    if unknown or not items:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}")
+    return [item for item in allowed if item in items]  # table order
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=2000, help="connections per state (default 2000)")
+    parser.add_argument(
+        "--impls",
+        type=lambda s: parse_list(s, IMPLS),
+        default=list(IMPLS),
+        help=f"comma-separated subset of {','.join(IMPLS)}",
+    )
+    parser.add_argument(
+        "--states",
+        type=lambda s: parse_list(s, STATES),
+        default=list(STATES),
+        help=f"comma-separated subset of {','.join(STATES)}",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace Python allocations in the server (inflates RSS: use a small -n)",
+    )
+    args = parser.parse_args()
+    if args.n < 1:
+        parser.error("-n must be at least 1")
+    started = time.monotonic()
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        certdir = Path(tmp)
+        make_certs(certdir)
+        for state in args.states:
+            results[state] = {}
+            for impl in args.impls:
+                record = measure(impl, state, args.n, certdir, args.tracemalloc)
+                results[state][impl] = record
+                print(
+                    f"  {IMPL_LABELS[impl]:<16} {STATE_LABELS[state]:<42} "
+                    f"{record['kib_per_connection']:8.1f} KiB/conn "
+                    f"(reached in {record['seconds_to_reach']:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    report = table(results, args.impls, args.n)
+    if args.tracemalloc:
+        report += "\n" + tracemalloc_report(results)
+    print(report)
+    elapsed = time.monotonic() - started
+    print(f"({elapsed:.0f} s)")
+    if args.json:
+        payload = {
+            "connections": args.n,
+            "warmup": WARMUP,
+            "seconds": elapsed,
+            "machine": platform.platform(),
+            "versions": versions(),
+            "tracemalloc": args.tracemalloc,
+            "results": results,
+        }
+        args.json.write_text(json.dumps(payload, indent=1))
+
+
+if __name__ == "__main__":
+    main()
