@@ -42,7 +42,8 @@ Commands:
 ``drop``
     Cancel every handler (ends the warm-up round) and wait until all are gone.
 ``go``
-    Let the ``behind`` handlers waiting so far make their one receive.
+    Let the ``behind`` handlers waiting so far make their one receive;
+    answer (with the status) once every task is blocked again.
 """
 
 from __future__ import annotations
@@ -382,7 +383,9 @@ class Server:
                     elif command["cmd"] == "go":
                         self.go.set()
                         self.go = trio.Event()
-                        answer = {"ok": True}
+                        # Answer once the handlers have made their receive, so
+                        # that the client's next push cannot race with it.
+                        answer = await self.status()
                     else:
                         raise ValueError(f"unknown command {command!r}")
                 except Exception as exc:  # reported to connections.py, which stops
