@@ -48,11 +48,14 @@ heavy for the machine: at 2,000 connections the sender-blocked row needs up
 to about 1.5 GB of kernel TCP memory for anyio (whose server socket send
 queues grow to megabytes), which reaches the default ``net.ipv4.tcp_mem``
 pressure threshold of a 24 GB machine; the other rows stay far below it.
+At 10,000 the receiver-behind row alone holds about 1.6 GB in kernel queues
+(a receive window on the server plus the client's send buffer per
+connection), over that threshold, so expect the kernel to throttle there.
 
 Usage::
 
-    python benchmarks/connections.py                 # 2,000 connections, ~2-3 minutes
-    python benchmarks/connections.py -n 10000        # 10,000, ~12-15 minutes (estimated)
+    python benchmarks/connections.py                 # 2,000 connections, ~2.5 minutes
+    python benchmarks/connections.py -n 10000        # 10,000, ~12 minutes (estimated, see below)
     python benchmarks/connections.py -n 200 --states idle,behind --impls tlsretry,trio
     python benchmarks/connections.py -n 200 --tracemalloc   # top allocation sites too
     python benchmarks/connections.py --json results.json
@@ -97,6 +100,7 @@ from _conn_common import (  # noqa: E402
     LineReader,
     write_message,
 )
+from idle_memory import raise_fd_limit  # noqa: E402
 from run import make_certs  # noqa: E402
 
 WARMUP = 20
@@ -377,6 +381,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.n < 1:
         parser.error("-n must be at least 1")
+    # Fails here, with the limits in the message, rather than in a child.
+    # The children raise their own soft limit the same way.
+    raise_fd_limit(args.n + 100)
     started = time.monotonic()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
