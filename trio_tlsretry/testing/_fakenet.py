@@ -264,6 +264,11 @@ class FakeTCPConnection:
         #: Whether the connection was reset (by a fault, or by a close with
         #: unread data).
         self.was_reset = False
+        #: Whether the client's socket was closed.
+        self.client_closed = False
+        #: Whether the server's socket was closed (also when a listener closed
+        #: before accepting it).
+        self.server_closed = False
 
     def __repr__(self) -> str:
         return (
@@ -811,6 +816,10 @@ class FakeTCPSocket(trio.socket.SocketType):
         outgoing, incoming, connection = self._outgoing, self._incoming, self._connection
         if outgoing is None or incoming is None or connection is None:
             return
+        if outgoing is connection._to_server:
+            connection.client_closed = True
+        else:
+            connection.server_closed = True
         if incoming.queued and incoming.end != "reset":
             # Unread data: the kernel sends a reset instead of a FIN.
             connection.reset()
