@@ -896,6 +896,9 @@ class FakeTCPNetwork:
         before ``TimeoutError`` (Linux gives up after about 127 s).
 
     Attributes:
+      latency: the default one-way delay of connections made from now on.
+      send_buffer: the default buffer size of connections made from now on.
+      connect_timeout: as the argument.
       on_connect: called with each new :class:`FakeTCPConnection` before any
         byte flows on it and before ``connect`` returns: set faults, latency
         or buffer sizes there.
