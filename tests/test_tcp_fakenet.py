@@ -30,6 +30,8 @@ import trio_tlsretry
 from trio_tlsretry import TLSStream
 from trio_tlsretry._transport import is_os_socket
 from trio_tlsretry.testing import (
+    ChunkedStream,
+    DelayedStream,
     FakeTCPNetwork,
     TLSContexts,
     cancellation_sweep,
@@ -340,6 +342,41 @@ async def test_a_silent_client_is_dropped_after_the_handshake_timeout(
         assert trio.current_time() - started == pytest.approx(5)
         await silent.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_client_trickling_its_hello_is_dropped_at_the_handshake_timeout(
+    network: FakeTCPNetwork, tls_contexts: TLSContexts, autojump_clock: trio.testing.MockClock
+) -> None:
+    handled: list[Stream] = []
+
+    async def handler(stream: Stream) -> None:
+        handled.append(stream)
+        await echo_upper(stream)
+
+    async with trio.open_nursery() as nursery:
+        await start_server(nursery, tls_contexts, handler, handshake_timeout=5)
+        tcp = await trio.open_tcp_stream("example.org", 443)
+        # One byte of the ClientHello per second (a slowloris client).
+        trickle = ChunkedStream(DelayedStream(tcp, send_delay=1), send_size=1)
+        slow = TLSStream(trickle, tls_contexts.client, server_hostname="example.org")
+        started = trio.current_time()
+        async with trio.open_nursery() as clients:
+
+            async def slow_client() -> None:
+                with pytest.raises(trio.BrokenResourceError):
+                    await slow.do_handshake()
+                # Dropped at 5 s; it learns so on its next byte or two.
+                assert 5 <= trio.current_time() - started <= 7
+
+            clients.start_soon(slow_client)
+            # Meanwhile, everyone else is served at once.
+            assert await exchange("example.org", tls_contexts) == b"HELLO"
+            assert trio.current_time() - started < 1
+        await trio.aclose_forcefully(slow)
+        nursery.cancel_scope.cancel()
+    assert len(handled) == 1
+    trickled = network.connections[0]
+    assert trickled.server_closed and len(trickled.client_sent) < 10
 
 
 @pytest.mark.parametrize(
