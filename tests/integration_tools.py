@@ -166,11 +166,12 @@ class HTTPSServer:
 
 @contextlib.asynccontextmanager
 async def hypercorn_serving(
-    app: Any, directory: Path, contexts: TLSContexts | None = None
+    app: Any, directory: Path, contexts: TLSContexts | None = None, **settings: Any
 ) -> AsyncIterator[HTTPSServer]:
     """hypercorn's trio worker serving ``app`` over HTTPS on 127.0.0.1.
 
-    Configured by the recipe's ``https_config``. On the way out the server is
+    Configured by the recipe's ``https_config``, then ``settings`` (hypercorn
+    ``Config`` attributes, e.g. ``alpn_protocols``). On the way out the server is
     shut down through its ``shutdown_trigger`` and must stop cleanly; an
     exception that ends the server early (as ``send_eof`` once raised) fails
     the test even if every request it was given succeeded.
@@ -182,6 +183,8 @@ async def hypercorn_serving(
     # hypercorn closes a connection whose client went away while it was idle
     # only when its keep-alive timer runs out (5 s by default).
     config.keep_alive_timeout = 0.5
+    for name, value in settings.items():
+        setattr(config, name, value)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         with trio.fail_after(WAIT):

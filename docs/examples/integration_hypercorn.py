@@ -31,6 +31,8 @@ async def echo_app(
     more_body = True
     while more_body:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            return  # the client went away before the request was complete
         body.append(message.get("body", b""))
         more_body = message.get("more_body", False)
     length = sum(map(len, body))
