@@ -35,6 +35,11 @@ TLS_VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
 TLS_VERSION_IDS = ["TLSv1.2", "TLSv1.3"]
 
 
+def version_name(version: ssl.TLSVersion) -> str:
+    """What ``version()`` of a stream says for a connection of ``version``."""
+    return {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
+
+
 def load_example(name: str) -> ModuleType:
     """Import ``docs/examples/<name>.py`` (its ``__main__`` block does not run)."""
     spec = importlib.util.spec_from_file_location(f"docs_example_{name}", EXAMPLES / f"{name}.py")

@@ -44,6 +44,7 @@ from integration_tools import (
     hypercorn_recipe,
     hypercorn_serving,
     tlsstream_census,
+    version_name,
     write_certificates,
 )
 
@@ -114,10 +115,6 @@ async def test_httpx_echoes_50_MB_both_ways(
             assert stream.statistics().plaintext_bytes_sent >= LARGE
         await census.wait_all_closed(server_side=True)
         await assert_still_serving(server, census)
-
-
-def version_name(version: ssl.TLSVersion) -> str:
-    return {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
 
 
 @pytest.mark.parametrize("http2", HTTP_VERSIONS, ids=HTTP_VERSION_IDS)
