@@ -72,11 +72,11 @@ async def test_truncation_is_an_error(tls_contexts: TLSContexts) -> None:
         nursery.start_soon(echo_handler, server)
         await client.send_all(b"ping")
         assert await receive_exactly(client, 4) == b"ping"
-        cut.trigger_eof()  # the connection drops without close_notify
-        with pytest.raises(trio.BrokenResourceError) as caught:
-            await client.receive_some()
-        assert isinstance(caught.value.__cause__, ssl.SSLEOFError)
-        nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()  # stop the server: the client is what is tested
+    cut.trigger_eof()  # the connection drops without close_notify
+    with pytest.raises(trio.BrokenResourceError) as caught:
+        await client.receive_some()
+    assert isinstance(caught.value.__cause__, ssl.SSLEOFError)
 
 
 async def test_send_all_survives_cancellation_anywhere(
