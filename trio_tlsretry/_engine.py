@@ -32,11 +32,11 @@ __all__ = ["DEFAULT_WRITE_CHUNK", "TLSEngine"]
 #: chunk (plus a few record headers) is the most the engine buffers for a
 #: ``send_all``, whatever the size of the caller's data. 64-256 KiB runs
 #: an order of magnitude faster than one huge write (docs/performance.rst).
-DEFAULT_WRITE_CHUNK: Final = 256 * 1024
+DEFAULT_WRITE_CHUNK: Final = 64 * 1024
 
 #: Plaintext decrypted on the send path that may wait for the receiver before
 #: the send path stops pulling more from the transport.
-PLAINTEXT_BUFFER_LIMIT: Final = 1024 * 1024
+PLAINTEXT_BUFFER_LIMIT: Final = 256 * 1024
 
 _EMPTY: Final = memoryview(b"")
 
@@ -58,11 +58,12 @@ class TLSEngine:
 
     # Thousands of idle connections are common; no per-instance dict.
     __slots__ = (
-        "_deferrable_bytes",
-        "_eof_after_plaintext",
+        "_deferred_error",
+        "_flush_mark",
         "_head",
         "_plaintext",
         "_plaintext_bytes",
+        "_produced",
         "_tls13",
         "_version",
         "ciphertext_bytes_received",
@@ -113,13 +114,15 @@ class TLSEngine:
         # partly handed to the transport. The rest of the queue still sits in
         # the BIO, so order is preserved without a second container.
         self._head: memoryview = _EMPTY
-        # How many bytes at the front of the queue may wait for the next send
-        # operation (TLS 1.3 session tickets, see ``do_handshake``).
-        self._deferrable_bytes = 0
+        # Where the last ciphertext the peer may be waiting for ends, counted
+        # in bytes of the whole outgoing stream (see ``_note_output``).
+        self._flush_mark = 0
+        # Ciphertext produced so far (sent or queued), at the last _note_output.
+        self._produced = 0
         # Created on first use: most connections never need it.
         self._plaintext: deque[bytes] | None = None
         self._plaintext_bytes = 0
-        self._eof_after_plaintext: ssl.SSLError | None = None
+        self._deferred_error: ssl.SSLError | None = None
         # Counters.
         self.plaintext_bytes_sent = 0
         self.plaintext_bytes_received = 0
@@ -151,18 +154,32 @@ class TLSEngine:
     def must_flush_before_receiving(self) -> bool:
         """Is there queued ciphertext the peer may be waiting for?
 
-        Session tickets that a TLS 1.3 server produced at the end of its
-        handshake are the exception: nothing on the peer's side waits for
-        them, and flushing them from a receive could deadlock against a client
-        that only sends over an unbuffered transport (python-trio/trio#819).
+        Everything queued counts (handshake messages, a KeyUpdate's answer,
+        the rest of a record a cancelled send left half-sent, which the peer
+        cannot decrypt without), except session tickets that a TLS 1.3 server
+        made at the end of its handshake and nothing has followed: nothing on
+        the peer's side waits for them, and flushing them from a receive
+        could deadlock against a client that only sends over an unbuffered
+        transport (python-trio/trio#819).
         """
-        return self.outgoing_ciphertext_bytes > self._deferrable_bytes
+        return self.ciphertext_bytes_sent < self._flush_mark
 
-    def _note_output(self) -> None:
-        # Called after every engine call that may have produced ciphertext.
+    @property
+    def bytes_before_flush_mark(self) -> int:
+        """How much of the queue :meth:`must_flush_before_receiving` is about."""
+        return max(0, self._flush_mark - self.ciphertext_bytes_sent)
+
+    def _note_output(self, *, peer_may_wait: bool = True) -> None:
+        # Called after every engine call that may have produced ciphertext;
+        # ``peer_may_wait`` is False only for a TLS 1.3 server's tickets.
         pending = len(self._head) + self.outgoing.pending
         if pending > self.max_outgoing_ciphertext_bytes:
             self.max_outgoing_ciphertext_bytes = pending
+        produced = self.ciphertext_bytes_sent + pending
+        if produced > self._produced:
+            self._produced = produced
+            if peer_may_wait:
+                self._flush_mark = produced
 
     def outgoing_head(self, limit: int = 1 << 20) -> memoryview:
         """The next bytes to hand to the transport (empty if none).
@@ -182,10 +199,9 @@ class TLSEngine:
         """
         if not 0 <= sent <= len(self._head):
             raise ValueError(f"transport reported {sent} bytes sent of {len(self._head)}")
-        self._head = self._head[sent:]
+        # An empty slice would keep the whole block of ciphertext alive.
+        self._head = self._head[sent:] if sent < len(self._head) else _EMPTY
         self.ciphertext_bytes_sent += sent
-        if self._deferrable_bytes:
-            self._deferrable_bytes = max(0, self._deferrable_bytes - sent)
         if self._head or self.outgoing.pending:
             return True
         pinned = self.pinned
@@ -208,16 +224,10 @@ class TLSEngine:
         self.handshake_done = True
         self._version = self.ssl_object.version()
         self._tls13 = self._version == "TLSv1.3"
-        if (
-            self.ssl_object.server_side
-            and self._tls13
-            and queue_was_empty
-            and self.outgoing.pending
-        ):
-            # A TLS 1.3 server has nothing left to say after the client's
-            # Finished except its NewSessionTicket messages. They may wait.
-            self._deferrable_bytes = self.outgoing.pending
-        self._note_output()
+        # A TLS 1.3 server has nothing left to say after the client's
+        # Finished except its NewSessionTicket messages. They may wait.
+        tickets_only = self.ssl_object.server_side and self._tls13 and queue_was_empty
+        self._note_output(peer_may_wait=not tickets_only)
         return True
 
     @property
@@ -275,7 +285,6 @@ class TLSEngine:
         if not self._write(pinned.next_chunk(self.write_chunk)):
             return False
         pinned.accept_chunk()
-        self._note_output()
         return True
 
     def write_whole(self, data: bytes) -> memoryview | None:
@@ -294,7 +303,6 @@ class TLSEngine:
         if not self._write(data):
             return None
         head = self._head = memoryview(self.outgoing.read())
-        self._note_output()
         return head
 
     def pin_accepted(self, source: object, data: bytes) -> PinnedWrite:
@@ -314,6 +322,7 @@ class TLSEngine:
             self._note_output()
             return False
         self.plaintext_bytes_sent += len(data)
+        self._note_output()
         return True
 
     def _may_renegotiate(self) -> bool:
@@ -343,7 +352,7 @@ class TLSEngine:
         remembered and reported by :meth:`read` after the buffered plaintext,
         so the receiver sees bytes and events in wire order.
         """
-        if self._eof_after_plaintext is not None or self.peer_closed:
+        if self._deferred_error is not None or self.peer_closed:
             return
         while True:
             try:
@@ -353,21 +362,26 @@ class TLSEngine:
                 return
             except ssl.SSLError as exc:
                 self._note_output()
-                self._eof_after_plaintext = exc
+                self._deferred_error = exc
                 return
             self._note_output()
             if not data:
                 # Python < 3.12 may return b"" on a clean close.
-                self._eof_after_plaintext = ssl.SSLZeroReturnError("close_notify received")
+                self._deferred_error = ssl.SSLZeroReturnError("close_notify received")
                 return
             if self._plaintext is None:
                 self._plaintext = deque()
             self._plaintext.append(data)
             self._plaintext_bytes += len(data)
 
+    def defer_error(self, exc: ssl.SSLError) -> None:
+        """Report ``exc`` from the next :meth:`read`, after plaintext already handed out."""
+        if self._deferred_error is None:
+            self._deferred_error = exc
+
     def pending_error(self) -> ssl.SSLError | None:
         """A TLS error met by :meth:`pump_incoming`, if it was not a close_notify."""
-        exc = self._eof_after_plaintext
+        exc = self._deferred_error
         if exc is None or isinstance(exc, ssl.SSLZeroReturnError):
             return None
         return exc if isinstance(exc, ssl.SSLError) else None
@@ -398,10 +412,10 @@ class TLSEngine:
         buffer = self._plaintext
         if buffer:
             return self._take_buffered(buffer, max_bytes)
-        if self._eof_after_plaintext is not None:
-            exc = self._eof_after_plaintext
+        if self._deferred_error is not None:
+            exc = self._deferred_error
             if isinstance(exc, ssl.SSLZeroReturnError):
-                self._eof_after_plaintext = None
+                self._deferred_error = None
                 self.peer_closed = True
                 return b""
             raise exc
@@ -430,13 +444,13 @@ class TLSEngine:
                 self._note_output()
                 self.peer_closed = True
                 return b""
-            self._eof_after_plaintext = ssl.SSLZeroReturnError("close_notify received")
+            self._deferred_error = ssl.SSLZeroReturnError("close_notify received")
         except ssl.SSLError as exc:
             if not pieces:
                 self._note_output()
                 raise
             # Hand over what was decrypted before the error; report it next.
-            self._eof_after_plaintext = exc
+            self._deferred_error = exc
         self._note_output()
         if not pieces:
             return None

@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_RECEIVE_SIZE", "TLSStream"]
 
 #: ``receive_some()`` without ``max_bytes`` returns at most this much.
-DEFAULT_RECEIVE_SIZE: Final = 256 * 1024
+DEFAULT_RECEIVE_SIZE: Final = 16 * 1024
 #: Ciphertext asked of the transport per ``receive_some`` call.
-TRANSPORT_RECEIVE_SIZE: Final = 256 * 1024
+TRANSPORT_RECEIVE_SIZE: Final = 64 * 1024
 
 #: Seconds a failed handshake spends trying to send its alert.
 ALERT_TIMEOUT: Final = 1.0
@@ -309,7 +309,7 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
 
     # ------------------------------------------------------ moving bytes
 
-    async def _flush(self, *, even_if_broken: bool = False) -> None:
+    async def _flush(self, *, even_if_broken: bool = False, only_awaited: bool = False) -> None:
         """Hand every queued ciphertext byte to the transport, in order.
 
         The queue lives in the engine, not in this task, so whoever holds the
@@ -317,15 +317,21 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
         operation produced those bytes. Order on the wire is therefore fixed
         when the engine produces the bytes, and a task cancelled while waiting
         for the lock leaves its bytes in the queue for the next flusher.
+
+        ``only_awaited``: stop once what the peer may be waiting for is out
+        (``must_flush_before_receiving``), leaving application data behind it
+        queued for the next send operation.
         """
         engine = self._engine
         await _acquire(self._transport_send_lock)
         try:
             sender = self._sender
-            while engine.has_outgoing():
+            while engine.must_flush_before_receiving() if only_awaited else engine.has_outgoing():
                 if not (even_if_broken and self._state is StreamState.BROKEN):
                     self._check_usable()
                 head = engine.outgoing_head()
+                if only_awaited:
+                    head = head[: engine.bytes_before_flush_mark]
                 try:
                     sent = await sender.send(head)
                 except trio.Cancelled as exc:
@@ -415,7 +421,7 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
         transport). If that task stops early, ``_flush`` wakes any receiver.
         """
         if self._engine.must_flush_before_receiving() and not self._transport_send_lock.locked:
-            await self._flush()
+            await self._flush(only_awaited=True)
             return True
         return False
 
@@ -826,6 +832,8 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                 except ssl.SSLError as exc:
                     data = await self._read_failed(exc)
                 if data is not None:
+                    if data and len(data) < max_bytes:
+                        data = self._top_up(data, max_bytes)
                     if len(self._plaintext_drained):
                         self._plaintext_drained.unpark_all()
                     break
@@ -844,6 +852,46 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
         if not yielded:
             await cancel_shielded_checkpoint()
         return data
+
+    def _top_up(self, data: bytes, max_bytes: int) -> bytes:
+        """Add what the socket already holds to ``data``, up to ``max_bytes``.
+
+        A transport read is bounded by ``TRANSPORT_RECEIVE_SIZE``, so the
+        incoming BIO (whose memory OpenSSL never gives back) stays as small
+        as ``trio.SSLStream``'s. A caller that asks for more still gets it
+        in one call, read after read, instead of paying a trip through the
+        scheduler for each. Nothing here awaits: the plaintext in hand cannot
+        be lost to a cancellation. A failure met on the way is reported by
+        the next call, after this data.
+        """
+        engine = self._engine
+        io = self._sender
+        if not io.raw or self._transport_receive_lock.locked or engine.transport_eof_seen:
+            return data
+        pieces = [data]
+        wanted = max_bytes - len(data)
+        while wanted > 0:
+            try:
+                ciphertext = io.try_receive(TRANSPORT_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._break(f"the transport failed: {exc!r}", exc)
+                break
+            if ciphertext is None:
+                break
+            engine.receive_ciphertext(ciphertext)
+            self._transport_receives += 1
+            if not ciphertext:
+                break  # EOF: the next call reports it
+            try:
+                more = engine.read(wanted)
+            except ssl.SSLError as exc:
+                engine.defer_error(exc)
+                break
+            if not more:
+                break  # a partial record, or close_notify (the next call's b"")
+            pieces.append(more)
+            wanted -= len(more)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def _read_failed(self, exc: ssl.SSLError) -> bytes:
         """A read failed: a broken stream, or with ``https_compatible`` an EOF.
