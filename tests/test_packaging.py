@@ -162,11 +162,6 @@ def test_package_namespace_is_the_public_api() -> None:
     assert sorted(set(trio_tlsretry.__all__) - set(dir(trio_tlsretry))) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trio_tlsretry.testing keeps 'annotations' (a __future__ import) and '_trustme' "
-    "(the import that checks for trustme) in its namespace",
-)
 def test_testing_namespace_is_its_public_api() -> None:
     import trio_tlsretry.testing as testing
 

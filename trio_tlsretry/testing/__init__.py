@@ -22,16 +22,7 @@ The pytest fixtures (``tls_ca``, ``tls_server_context``,
 ``fake_tcp_network``) are installed as a pytest plugin; see :doc:`/testing`.
 """
 
-from __future__ import annotations
-
-try:
-    import trustme as _trustme  # noqa: F401
-except ImportError as _exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        f"trio_tlsretry.testing needs trustme ({_exc}): pip install 'trio-tlsretry[testing]'",
-        name="trustme",
-    ) from None
-
+from . import _requires_trustme  # noqa: F401  (first: a clear error without trustme)
 from ._exact import ExactProgressMemoryStream, exact_progress_stream_pair
 from ._fakenet import (
     ConnectAttempt,
