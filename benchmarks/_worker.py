@@ -13,7 +13,8 @@ are reported alongside.
 
 ``--knob NAME=VALUE`` sets a trio_tlsretry tuning constant before the case runs
 (``WRITE_CHUNK``, ``TRANSPORT_RECEIVE_SIZE``, ``DEFAULT_RECEIVE_SIZE``,
-``OUTGOING_HEAD``), so that a change can be measured without editing the
+``BUSY_POLL_US``: module-level settings of the library, read when used), so
+that a change can be measured without editing the
 library; it applies to both processes. ``--profile FILE`` writes a cProfile
 of the measured part; ``--profile-server FILE`` one of the server.
 """
@@ -522,14 +523,12 @@ def apply_knobs(knobs: list[str]) -> dict[str, int]:
     for item in knobs:
         name, _, raw = item.partition("=")
         value = int(raw, 0)
+        # Each is a documented module-level setting, read when used.
         if name == "WRITE_CHUNK":
-            # A keyword default, bound when TLSEngine.__init__ was defined.
-            _engine.TLSEngine.__init__.__kwdefaults__["write_chunk"] = value
-        elif name == "OUTGOING_HEAD":
-            _engine.TLSEngine.outgoing_head.__defaults__ = (value,)
+            _engine.DEFAULT_WRITE_CHUNK = value
         elif name == "BUSY_POLL_US":
             # The limit new streams start with (microseconds here, seconds there).
-            _busy_poll.BusyPollBudget.__init__.__defaults__ = (value / 1e6,)
+            _busy_poll.DEFAULT_BUSY_POLL = value / 1e6
         elif name in ("TRANSPORT_RECEIVE_SIZE", "DEFAULT_RECEIVE_SIZE"):
             setattr(_stream, name, value)
         else:

@@ -26,7 +26,7 @@ __all__ = ["DEFAULT_BUSY_POLL", "BusyPollBudget", "check_busy_poll", "default_bu
 
 #: The default longest poll, in seconds. Replies over loopback or a fast
 #: local network arrive well within it; anything slower is not polled for.
-DEFAULT_BUSY_POLL: Final = 100e-6
+DEFAULT_BUSY_POLL = 100e-6
 
 
 def _usable_cpus() -> int:

@@ -20,19 +20,23 @@ to move bytes between the queue and the transport.
 
 from __future__ import annotations
 
+import enum
 import ssl
 from collections import deque
 from typing import Final
 
 from ._pinned import PinnedWrite
 
-__all__ = ["DEFAULT_WRITE_CHUNK", "TLSEngine"]
+__all__ = ["DEFAULT_WRITE_CHUNK", "PLAINTEXT_BUFFER_LIMIT", "TLSEngine", "WriteStep"]
 
 #: Plaintext handed to ``SSLObject.write`` at a time. The ciphertext of one
 #: chunk (plus a few record headers) is the most the engine buffers for a
-#: ``send_all``, whatever the size of the caller's data. 64-256 KiB runs
-#: an order of magnitude faster than one huge write (docs/performance.rst).
-DEFAULT_WRITE_CHUNK: Final = 64 * 1024
+#: ``send_all``, whatever the size of the caller's data, and the most its
+#: outgoing BIO ever holds (a MemoryBIO never gives memory back). A setting:
+#: read when an engine is made, so a benchmark may assign it
+#: (``benchmarks/_worker.py --knob WRITE_CHUNK=...``); docs/performance.rst
+#: has the measurements behind the default.
+DEFAULT_WRITE_CHUNK = 64 * 1024
 
 #: Plaintext decrypted on the send path that may wait for the receiver before
 #: the send path stops pulling more from the transport.
@@ -45,6 +49,18 @@ _EMPTY: Final = memoryview(b"")
 #: size it is asked for before shrinking the result, so asking for more only
 #: costs: 256 KiB is a fresh memory mapping per call with glibc.
 _MAX_RECORD_PLAINTEXT: Final = 16384
+
+
+class WriteStep(enum.Enum):
+    """What one step of the pinned write did (:meth:`TLSEngine.advance_pinned_write`)."""
+
+    #: The write is complete (delivered and unpinned), or there is none.
+    FINISHED = enum.auto()
+    #: The next chunk was encrypted into the outgoing queue.
+    QUEUED = enum.auto()
+    #: OpenSSL wants to read first (a TLS 1.2 renegotiation) and took
+    #: nothing; it may have queued handshake bytes to send.
+    NEEDS_PEER = enum.auto()
 
 
 class TLSEngine:
@@ -61,6 +77,9 @@ class TLSEngine:
         "_deferred_error",
         "_flush_mark",
         "_head",
+        "_incoming",
+        "_outgoing",
+        "_peer_closed",
         "_plaintext",
         "_plaintext_bytes",
         "_produced",
@@ -69,10 +88,7 @@ class TLSEngine:
         "ciphertext_bytes_received",
         "ciphertext_bytes_sent",
         "handshake_done",
-        "incoming",
         "max_outgoing_ciphertext_bytes",
-        "outgoing",
-        "peer_closed",
         "pinned",
         "plaintext_bytes_received",
         "plaintext_bytes_sent",
@@ -87,15 +103,17 @@ class TLSEngine:
         *,
         server_side: bool,
         server_hostname: str | None,
-        write_chunk: int = DEFAULT_WRITE_CHUNK,
+        write_chunk: int | None = None,
     ) -> None:
+        if write_chunk is None:
+            write_chunk = DEFAULT_WRITE_CHUNK
         if write_chunk < 1:
             raise ValueError("write_chunk must be at least 1")
-        self.incoming: Final = ssl.MemoryBIO()
-        self.outgoing: Final = ssl.MemoryBIO()
+        self._incoming: Final = ssl.MemoryBIO()
+        self._outgoing: Final = ssl.MemoryBIO()
         self.ssl_object: Final = context.wrap_bio(
-            self.incoming,
-            self.outgoing,
+            self._incoming,
+            self._outgoing,
             server_side=server_side,
             server_hostname=server_hostname,
         )
@@ -107,7 +125,7 @@ class TLSEngine:
         # transport's EOF has been read, and the version cannot change later.
         self._version: str | None = None
         #: The peer's close_notify has been read: reads return b"" from now on.
-        self.peer_closed = False
+        self._peer_closed = False
         #: The ``send_all`` in progress, if any.
         self.pinned: PinnedWrite | None = None
         # The head of the outgoing queue: bytes taken out of ``outgoing`` and
@@ -136,20 +154,20 @@ class TLSEngine:
     @property
     def outgoing_ciphertext_bytes(self) -> int:
         """Ciphertext produced by the engine and not yet accepted by the transport."""
-        return len(self._head) + self.outgoing.pending
+        return len(self._head) + self._outgoing.pending
 
     @property
     def incoming_ciphertext_bytes(self) -> int:
         """Ciphertext received from the transport and not yet processed."""
-        return self.incoming.pending
+        return self._incoming.pending
 
     @property
     def transport_eof_seen(self) -> bool:
         """The transport's EOF has been fed in: no more ciphertext will come."""
-        return self.incoming.eof
+        return self._incoming.eof
 
     def has_outgoing(self) -> bool:
-        return bool(self._head) or self.outgoing.pending > 0
+        return bool(self._head) or self._outgoing.pending > 0
 
     def must_flush_before_receiving(self) -> bool:
         """Is there queued ciphertext the peer may be waiting for?
@@ -172,7 +190,7 @@ class TLSEngine:
     def _note_output(self, *, peer_may_wait: bool = True) -> None:
         # Called after every engine call that may have produced ciphertext;
         # ``peer_may_wait`` is False only for a TLS 1.3 server's tickets.
-        pending = len(self._head) + self.outgoing.pending
+        pending = len(self._head) + self._outgoing.pending
         if pending > self.max_outgoing_ciphertext_bytes:
             self.max_outgoing_ciphertext_bytes = pending
         produced = self.ciphertext_bytes_sent + pending
@@ -181,15 +199,15 @@ class TLSEngine:
             if peer_may_wait:
                 self._flush_mark = produced
 
-    def outgoing_head(self, limit: int = 1 << 20) -> memoryview:
+    def outgoing_head(self) -> memoryview:
         """The next bytes to hand to the transport (empty if none).
 
         Repeated calls return the same bytes until :meth:`consume_outgoing`
-        says some were sent. At most ``limit`` bytes are taken out of the BIO
-        at a time when the head is refilled.
+        says some were sent. The head is refilled with everything queued in
+        the BIO, at most about one write chunk of ciphertext.
         """
-        if not self._head and self.outgoing.pending:
-            self._head = memoryview(self.outgoing.read(limit))
+        if not self._head and self._outgoing.pending:
+            self._head = memoryview(self._outgoing.read())
         return self._head
 
     def consume_outgoing(self, sent: int) -> bool:
@@ -202,7 +220,7 @@ class TLSEngine:
         # An empty slice would keep the whole block of ciphertext alive.
         self._head = self._head[sent:] if sent < len(self._head) else _EMPTY
         self.ciphertext_bytes_sent += sent
-        if self._head or self.outgoing.pending:
+        if self._head or self._outgoing.pending:
             return True
         pinned = self.pinned
         if pinned is not None:
@@ -240,11 +258,48 @@ class TLSEngine:
         return self._version
 
     @property
+    def server_side(self) -> bool:
+        return self.ssl_object.server_side
+
+    @property
     def tls13(self) -> bool:
         """Whether the completed handshake negotiated TLS 1.3."""
         return self._tls13
 
     # ----------------------------------------------------------------- write
+
+    @property
+    def has_pinned_write(self) -> bool:
+        """A ``send_all`` is in progress (or was cancelled and left a remainder)."""
+        return self.pinned is not None
+
+    def is_pinned(self, source: object) -> bool:
+        """Is ``source`` the very object the pinned write was made from?"""
+        pinned = self.pinned
+        return pinned is not None and pinned.source is source
+
+    @property
+    def pinned_bytes(self) -> int:
+        """Plaintext of the pinned write not yet handed to the transport."""
+        pinned = self.pinned
+        return pinned.undelivered if pinned is not None else 0
+
+    def advance_pinned_write(self) -> WriteStep:
+        """One step of the pinned write, with the outgoing queue empty.
+
+        When every byte has been accepted (and, the queue being empty,
+        delivered), the write is finished and unpinned. Otherwise the
+        outstanding chunk is offered to OpenSSL (:meth:`write_pinned_chunk`).
+        Raises ``ssl.SSLError`` if OpenSSL fails the connection.
+        """
+        pinned = self.pinned
+        if pinned is None:
+            return WriteStep.FINISHED
+        if not pinned.unaccepted:
+            pinned.mark_delivered()
+            self.unpin()
+            return WriteStep.FINISHED
+        return WriteStep.QUEUED if self.write_pinned_chunk() else WriteStep.NEEDS_PEER
 
     def pin(self, source: object, data: bytes) -> PinnedWrite:
         """Make ``data`` (the snapshot of ``source``) the write in progress."""
@@ -302,7 +357,7 @@ class TLSEngine:
         """
         if not self._write(data):
             return None
-        head = self._head = memoryview(self.outgoing.read())
+        head = self._head = memoryview(self._outgoing.read())
         return head
 
     def pin_accepted(self, source: object, data: bytes) -> PinnedWrite:
@@ -328,7 +383,7 @@ class TLSEngine:
     def _may_renegotiate(self) -> bool:
         # Renegotiation exists only before TLS 1.3; the version is known once
         # the handshake is done (writes only happen after it).
-        return not self._tls13 and (self.incoming.pending > 0 or self.ssl_object.pending() > 0)
+        return not self._tls13 and (self._incoming.pending > 0 or self.ssl_object.pending() > 0)
 
     # ------------------------------------------------------------------ read
 
@@ -336,13 +391,17 @@ class TLSEngine:
         """Feed ciphertext from the transport; ``b""`` means transport EOF."""
         if data:
             self.ciphertext_bytes_received += len(data)
-            self.incoming.write(data)
+            self._incoming.write(data)
         else:
-            self.incoming.write_eof()
+            self._incoming.write_eof()
 
     @property
     def buffered_plaintext_bytes(self) -> int:
         return self._plaintext_bytes
+
+    def pending_plaintext(self) -> int:
+        """Decrypted bytes a read would return without more ciphertext."""
+        return self.ssl_object.pending() + self._plaintext_bytes
 
     def pump_incoming(self) -> None:
         """Decrypt every complete record already received into the buffer.
@@ -352,7 +411,7 @@ class TLSEngine:
         remembered and reported by :meth:`read` after the buffered plaintext,
         so the receiver sees bytes and events in wire order.
         """
-        if self._deferred_error is not None or self.peer_closed:
+        if self._deferred_error is not None or self._peer_closed:
             return
         while True:
             try:
@@ -396,7 +455,7 @@ class TLSEngine:
         Asking first is much cheaper than the exception (tested against the
         real thing in ``test_engine.py``).
         """
-        incoming = self.incoming
+        incoming = self._incoming
         return not incoming.pending and not incoming.eof and not self.ssl_object.pending()
 
     def read(self, max_bytes: int) -> bytes | None:
@@ -416,10 +475,10 @@ class TLSEngine:
             exc = self._deferred_error
             if isinstance(exc, ssl.SSLZeroReturnError):
                 self._deferred_error = None
-                self.peer_closed = True
+                self._peer_closed = True
                 return b""
             raise exc
-        if self.peer_closed:
+        if self._peer_closed:
             return b""
         ssl_object = self.ssl_object
         if self.nothing_to_decrypt():
@@ -442,7 +501,7 @@ class TLSEngine:
         except ssl.SSLZeroReturnError:
             if not pieces:
                 self._note_output()
-                self.peer_closed = True
+                self._peer_closed = True
                 return b""
             self._deferred_error = ssl.SSLZeroReturnError("close_notify received")
         except ssl.SSLError as exc:
@@ -519,8 +578,8 @@ class TLSEngine:
 
         For ``https_compatible`` streams: reads answer ``b""`` from now on.
         """
-        self.peer_closed = True
+        self._peer_closed = True
 
     def take_trailing_ciphertext(self) -> bytes:
         """Bytes received after the peer's close_notify (for ``unwrap``)."""
-        return self.incoming.read()
+        return self._incoming.read()

@@ -8,34 +8,38 @@ from __future__ import annotations
 
 import operator
 import ssl
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Generic, NoReturn, TypeVar
+from typing import Final, Generic, NoReturn, TypeVar
 
 import idna
 import trio
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
 
-from ._engine import PLAINTEXT_BUFFER_LIMIT, TLSEngine
-from ._errors import NeedHandshakeError, PostHandshakeAuthError
+from ._details import ConnectionDetails
+from ._engine import PLAINTEXT_BUFFER_LIMIT, TLSEngine, WriteStep
+from ._errors import PostHandshakeAuthError
 from ._locks import ConflictDetector, FastLock
 from ._pinned import snapshot
 from ._stats import StreamState, TLSStreamStatistics
-from ._transport import TransportSender, sender_for
-
-if TYPE_CHECKING:
-    from ._info import ConnectionInfo
+from ._transport import transport_io_for
 
 __all__ = ["DEFAULT_RECEIVE_SIZE", "TLSStream"]
 
-#: ``receive_some()`` without ``max_bytes`` returns at most this much.
-DEFAULT_RECEIVE_SIZE: Final = 16 * 1024
-#: Ciphertext asked of the transport per ``receive_some`` call.
-TRANSPORT_RECEIVE_SIZE: Final = 64 * 1024
+#: ``receive_some()`` without ``max_bytes`` returns at most this much: one
+#: TLS record, as ``trio.SSLStream`` (whose ``SSLObject.read`` returns one
+#: record). A setting, read at each call (``benchmarks/_worker.py --knob``).
+DEFAULT_RECEIVE_SIZE = 16 * 1024
+#: Ciphertext asked of the transport per read, as much as ``trio.SSLStream``
+#: asks (``SocketStream``'s default): the most the incoming BIO holds at once,
+#: and an ``ssl.MemoryBIO`` never gives memory back. A setting, read at each call.
+TRANSPORT_RECEIVE_SIZE = 64 * 1024
+#: The most a ``receive_some(max_bytes)`` reads from a socket at once when it
+#: tops up what it already has (``_top_up``); fed to OpenSSL in
+#: ``TRANSPORT_RECEIVE_SIZE`` slices. A setting, read at each call.
+TOP_UP_READ_SIZE = 256 * 1024
 
 #: Seconds a failed handshake spends trying to send its alert.
 ALERT_TIMEOUT: Final = 1.0
 
-_T = TypeVar("_T")
 #: The type of the transport a :class:`TLSStream` wraps.
 T_Stream = TypeVar("T_Stream", bound=trio.abc.Stream)
 
@@ -85,7 +89,7 @@ async def _acquire(lock: FastLock) -> bool:
     return True
 
 
-class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
+class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Stream]):
     """A TLS connection over any :class:`trio.abc.Stream`.
 
     A drop-in replacement for :class:`trio.SSLStream` with the same
@@ -139,10 +143,9 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
         "_receive_conflict",
         "_receive_scope",
         "_send_conflict",
-        "_sender",
         "_sent_eof",
-        "_ssl_object",
         "_state",
+        "_transport_io",
         "_transport_receive_lock",
         "_transport_receives",
         "_transport_send_lock",
@@ -175,8 +178,7 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
         except ssl.SSLError as exc:
             # For example a PROTOCOL_TLS_CLIENT context with server_side=True.
             raise ValueError(f"ssl_context cannot be used for this side: {exc}") from exc
-        self._ssl_object = self._engine.ssl_object
-        self._sender = sender_for(transport_stream)
+        self._transport_io = transport_io_for(transport_stream)
         self._state = StreamState.OPEN
         self._failure: str | None = None
         self._failure_cause: BaseException | None = None
@@ -201,9 +203,8 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
     def statistics(self) -> TLSStreamStatistics:
         """A snapshot of this stream's buffers and counters."""
         engine = self._engine
-        pinned = engine.pinned
         return TLSStreamStatistics(
-            pinned_bytes=pinned.undelivered if pinned is not None else 0,
+            pinned_bytes=engine.pinned_bytes,
             outgoing_ciphertext_bytes=engine.outgoing_ciphertext_bytes,
             incoming_ciphertext_bytes=engine.incoming_ciphertext_bytes,
             buffered_plaintext_bytes=engine.buffered_plaintext_bytes,
@@ -214,8 +215,8 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             ciphertext_bytes_received=engine.ciphertext_bytes_received,
             write_retries=engine.write_retries,
             max_outgoing_ciphertext_bytes=engine.max_outgoing_ciphertext_bytes,
-            busy_poll_hits=self._sender.busy_poll.hits,
-            busy_poll_misses=self._sender.busy_poll.misses,
+            busy_poll_hits=self._transport_io.busy_poll.hits,
+            busy_poll_misses=self._transport_io.busy_poll.misses,
         )
 
     @property
@@ -249,11 +250,11 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
           TypeError: not a number.
           ValueError: negative, infinite or NaN.
         """
-        return self._sender.busy_poll.limit
+        return self._transport_io.busy_poll.limit
 
     @busy_poll.setter
     def busy_poll(self, seconds: float) -> None:
-        self._sender.busy_poll.set_limit(seconds)
+        self._transport_io.busy_poll.set_limit(seconds)
 
     def _check_usable(self) -> None:
         if self._state is StreamState.OPEN:
@@ -325,7 +326,7 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
         engine = self._engine
         await _acquire(self._transport_send_lock)
         try:
-            sender = self._sender
+            transport_io = self._transport_io
             while engine.must_flush_before_receiving() if only_awaited else engine.has_outgoing():
                 if not (even_if_broken and self._state is StreamState.BROKEN):
                     self._check_usable()
@@ -333,9 +334,9 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                 if only_awaited:
                     head = head[: engine.bytes_before_flush_mark]
                 try:
-                    sent = await sender.send(head)
+                    sent = await transport_io.send(head)
                 except trio.Cancelled as exc:
-                    if not sender.exact:
+                    if transport_io.torn_by is not None:
                         # Some unknown prefix of ``head`` may be on the wire;
                         # sending any more could only tear a record.
                         self._break(
@@ -349,7 +350,7 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     self._raise_transport_error(exc)
                 except BaseException as exc:
-                    if not sender.exact:
+                    if transport_io.torn_by is not None:
                         # A transport bug, but the same uncertainty as a
                         # cancellation: part of ``head`` may be on the wire.
                         self._break(f"the transport's send_all raised {exc!r}", exc)
@@ -398,10 +399,10 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
         the transport (we do not take the lock: with no await, nobody can
         take it before we return).
         """
-        if not self._sender.raw or self._transport_send_lock.locked:
+        if self._transport_send_lock.locked:
             return
         engine = self._engine
-        io = self._sender
+        io = self._transport_io
         while engine.has_outgoing():
             try:
                 sent = io.try_send(engine.outgoing_head())
@@ -444,15 +445,15 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             if seen != self._transport_receives:
                 return yielded
             self._check_usable()
-            io = self._sender
+            io = self._transport_io
             try:
-                data: bytes | bytearray | memoryview | None = (
-                    io.try_receive(TRANSPORT_RECEIVE_SIZE) if io.raw else None
-                )
+                data = io.try_receive(TRANSPORT_RECEIVE_SIZE)
                 if data is None:
                     # We have to wait. Cancelling a wait for data loses
                     # nothing (Trio's receive_some is cancel-atomic, and a
                     # readiness wait reads nothing).
+                    # Over a socket, the wait may poll briefly before it
+                    # blocks (:attr:`busy_poll`).
                     yielded = True
                     if engine.must_flush_before_receiving():
                         # Handshake bytes the peer may wait for sit behind a
@@ -464,11 +465,11 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                         with trio.CancelScope() as scope:
                             self._receive_scope = scope
                             try:
-                                data = await self._wait_and_receive(io)
+                                data = await io.receive(TRANSPORT_RECEIVE_SIZE)
                             finally:
                                 self._receive_scope = None
                     else:
-                        data = await self._wait_and_receive(io)
+                        data = await io.receive(TRANSPORT_RECEIVE_SIZE)
                     if data is None:
                         return yielded  # woken, or readiness without data
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -491,16 +492,6 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             return yielded
         finally:
             lock.release()
-
-    async def _wait_and_receive(self, io: TransportSender) -> bytes | bytearray | memoryview | None:
-        """One blocking transport read; ``None`` if readiness brought no data.
-
-        On a socket, the wait may poll briefly before it blocks
-        (:attr:`busy_poll`).
-        """
-        if io.raw:
-            return await io.receive(TRANSPORT_RECEIVE_SIZE)
-        return await self.transport_stream.receive_some(TRANSPORT_RECEIVE_SIZE)
 
     # --------------------------------------------------------- handshake
 
@@ -590,13 +581,14 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
            transport a cancellation inside its ``send_all`` breaks the stream
            (``_flush`` says why).
 
-        3. *The engine call never awaits.* ``write_pinned_chunk`` either
-           accepts the outstanding chunk in full (``SSL_MODE_ENABLE_PARTIAL_
-           WRITE`` is off in CPython) and queues its ciphertext, or raises
-           WANT_READ having taken nothing. In the second case the same
-           ``memoryview`` stays in ``pinned.chunk``: OpenSSL's "retry with the
-           same arguments" rule is kept by construction, which over memory
-           BIOs nothing else would check.
+        3. *The engine call never awaits.* ``advance_pinned_write`` either
+           has OpenSSL accept the outstanding chunk in full
+           (``SSL_MODE_ENABLE_PARTIAL_WRITE`` is off in CPython) and queues
+           its ciphertext, or reports ``NEEDS_PEER`` having taken nothing. In
+           the second case the same ``memoryview`` stays the outstanding
+           chunk of the pinned write: OpenSSL's "retry with the same
+           arguments" rule is kept by construction, which over memory BIOs
+           nothing else would check.
 
         4. *WANT_READ means renegotiation.* The peer may be waiting for
            handshake messages we just queued, so they are flushed (back to
@@ -619,36 +611,17 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                 await self._flush()
                 continue
             try:
-                accepted = self._write_next_chunk()
+                step = engine.advance_pinned_write()
             except ssl.SSLError as exc:
                 await self._fail(exc)
-            if accepted is None:
+            if step is WriteStep.FINISHED:
                 return
-            if accepted or engine.has_outgoing():
+            if step is WriteStep.QUEUED or engine.has_outgoing():
                 continue
             if engine.buffered_plaintext_bytes >= PLAINTEXT_BUFFER_LIMIT:
                 await self._plaintext_drained.park()
                 continue
             await self._wait_for_peer("during a renegotiation")
-
-    def _write_next_chunk(self) -> bool | None:
-        """With the queue empty, the engine's part of one step of the pinned write.
-
-        ``None``: the write is complete (it is marked delivered and
-        unpinned), or there is none. ``True``: the next chunk was encrypted
-        into the queue. ``False``: OpenSSL wants to read first and took
-        nothing (it may have queued handshake bytes to send).
-        """
-        engine = self._engine
-        pinned = engine.pinned
-        if pinned is None:
-            return None
-        if not pinned.unaccepted:
-            pinned.mark_delivered()
-            engine.unpin()
-            return None
-        # An ssl.SSLError propagates to the caller, which fails the stream.
-        return engine.write_pinned_chunk()
 
     def _send_small(self, data: object, fresh: bytes) -> None:
         """One record's worth, one ``write``, one socket send, no await.
@@ -665,7 +638,7 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             engine.pin(data, fresh)
             return
         try:
-            sent = self._sender.try_send(head)
+            sent = self._transport_io.try_send(head)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             # Taken but not delivered: pinned, as the general path leaves it.
             engine.pin_accepted(data, fresh)
@@ -688,7 +661,7 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             self._push_without_waiting()
             if engine.has_outgoing():
                 return  # the socket is full
-            if not self._write_next_chunk():
+            if engine.advance_pinned_write() is not WriteStep.QUEUED:
                 return  # all sent and unpinned, or OpenSSL wants to read first
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -711,8 +684,7 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
           trio.ClosedResourceError: the stream was closed.
         """
         engine = self._engine
-        pinned = engine.pinned
-        resume = pinned is not None and pinned.source is data
+        resume = engine.is_pinned(data)
         fresh = b"" if resume else snapshot(data)
         with self._send_conflict:
             # Cancelled here, the call did nothing at all: nothing is pinned.
@@ -721,9 +693,8 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             if self._sent_eof:
                 raise trio.ClosedResourceError("send_eof() was already called")
             if (
-                engine.pinned is None
+                not engine.has_pinned_write
                 and engine.handshake_done
-                and self._sender.raw
                 and not self._transport_send_lock.locked
             ):
                 # The common case: nothing else in flight on a socket. Same
@@ -737,12 +708,12 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                         self._send_without_waiting()
                 except ssl.SSLError as exc:
                     await self._fail(exc)
-                if engine.pinned is not None:
+                if engine.has_pinned_write:
                     await self._drive_pinned()
                 await cancel_shielded_checkpoint()
                 return
             if not resume:
-                if engine.pinned is not None:
+                if engine.has_pinned_write:
                     # A cancelled send_all left a remainder: finish it first so
                     # no message is torn on the wire. Cancelled in here, the
                     # new data was never pinned, so this call did nothing new.
@@ -856,41 +827,62 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
     def _top_up(self, data: bytes, max_bytes: int) -> bytes:
         """Add what the socket already holds to ``data``, up to ``max_bytes``.
 
-        A transport read is bounded by ``TRANSPORT_RECEIVE_SIZE``, so the
-        incoming BIO (whose memory OpenSSL never gives back) stays as small
-        as ``trio.SSLStream``'s. A caller that asks for more still gets it
-        in one call, read after read, instead of paying a trip through the
-        scheduler for each. Nothing here awaits: the plaintext in hand cannot
-        be lost to a cancellation. A failure met on the way is reported by
-        the next call, after this data.
+        A caller that asks for more than one record gets, in this one call,
+        everything already received up to ``max_bytes``, instead of paying a
+        trip through the scheduler per transport read. The socket is read
+        for about as much ciphertext as the plaintext still wanted (up to
+        ``TOP_UP_READ_SIZE``), and that ciphertext goes into the incoming
+        BIO one ``TRANSPORT_RECEIVE_SIZE`` slice at a time, decrypting in
+        between: the BIO, whose memory OpenSSL never gives back, holds no
+        more than after one ordinary transport read (plus part of a record).
+        Nothing here awaits, so the plaintext in hand cannot be lost to a
+        cancellation, and the scratch buffer a socket read may return is
+        used up before anything else runs. A failure met on the way is
+        reported by the next call, after this data.
         """
         engine = self._engine
-        io = self._sender
-        if not io.raw or self._transport_receive_lock.locked or engine.transport_eof_seen:
+        io = self._transport_io
+        if self._transport_receive_lock.locked or engine.transport_eof_seen:
             return data
         pieces = [data]
         wanted = max_bytes - len(data)
-        while wanted > 0:
+        done = False
+        while not done:
             try:
-                ciphertext = io.try_receive(TRANSPORT_RECEIVE_SIZE)
+                # Ciphertext is a little larger than its plaintext: reading
+                # ``wanted`` bytes leaves at most part of a record over.
+                ciphertext = io.try_receive(
+                    min(max(wanted, TRANSPORT_RECEIVE_SIZE), TOP_UP_READ_SIZE)
+                )
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._break(f"the transport failed: {exc!r}", exc)
                 break
             if ciphertext is None:
                 break
-            engine.receive_ciphertext(ciphertext)
             self._transport_receives += 1
             if not ciphertext:
+                engine.receive_ciphertext(ciphertext)
                 break  # EOF: the next call reports it
-            try:
-                more = engine.read(wanted)
-            except ssl.SSLError as exc:
-                engine.defer_error(exc)
-                break
-            if not more:
-                break  # a partial record, or close_notify (the next call's b"")
-            pieces.append(more)
-            wanted -= len(more)
+            for start in range(0, len(ciphertext), TRANSPORT_RECEIVE_SIZE):
+                # Every slice goes in, even once we are done: it has left the
+                # socket, and the next call decrypts it.
+                engine.receive_ciphertext(ciphertext[start : start + TRANSPORT_RECEIVE_SIZE])
+                if done:
+                    continue
+                try:
+                    more = engine.read(wanted)
+                except ssl.SSLError as exc:
+                    engine.defer_error(exc)
+                    done = True
+                    continue
+                if more is None:
+                    continue  # part of a record: the next slice completes it
+                if not more:
+                    done = True  # close_notify: the next call's b""
+                    continue
+                pieces.append(more)
+                wanted -= len(more)
+                done = wanted <= 0
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def _read_failed(self, exc: ssl.SSLError) -> bytes:
@@ -1085,7 +1077,7 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
             self._check_usable()
             await self._ensure_handshake()
             if not self._client_certificate_requested:
-                if not self._ssl_object.server_side:
+                if not engine.server_side:
                     raise PostHandshakeAuthError("only the server can ask for a certificate")
                 if not engine.tls13:
                     raise PostHandshakeAuthError(
@@ -1123,109 +1115,3 @@ class TLSStream(trio.abc.HalfCloseableStream, Generic[T_Stream]):
                 await self._wait_for_peer("before the client's certificate")
             self._client_certificate_requested = False
             await cancel_shielded_checkpoint()
-
-    def connection_info(self) -> ConnectionInfo:
-        """A frozen, typed view of the negotiated connection.
-
-        Raises:
-          NeedHandshakeError: the handshake has not completed yet.
-        """
-        from ._info import ConnectionInfo
-
-        ssl_object = self._ssl_object
-        return self._after_handshake(
-            "connection_info", lambda: ConnectionInfo.from_ssl_object(ssl_object)
-        )
-
-    # -------------------------------------------------- forwarded details
-
-    def _after_handshake(self, name: str, fn: Callable[[], _T]) -> _T:
-        if not self._engine.handshake_done:
-            raise NeedHandshakeError(f"call do_handshake() before asking for {name}()")
-        return fn()
-
-    @property
-    def context(self) -> ssl.SSLContext:
-        """The :class:`ssl.SSLContext` of this connection.
-
-        Assignable, as on :class:`trio.SSLStream` and :class:`ssl.SSLObject`:
-        a server's SNI callback can switch the connection to a context with
-        another certificate.
-        """
-        return self._ssl_object.context
-
-    @context.setter
-    def context(self, context: ssl.SSLContext) -> None:
-        self._ssl_object.context = context
-
-    @property
-    def server_side(self) -> bool:
-        """``True`` for the server end of the connection."""
-        return self._ssl_object.server_side
-
-    @property
-    def server_hostname(self) -> str | None:
-        """The host name the client verifies and sends as SNI."""
-        return self._ssl_object.server_hostname
-
-    @property
-    def session(self) -> ssl.SSLSession | None:
-        """The TLS session, for resumption on a later connection."""
-        return self._ssl_object.session
-
-    @session.setter
-    def session(self, session: ssl.SSLSession) -> None:
-        self._ssl_object.session = session
-
-    @property
-    def session_reused(self) -> bool:
-        """Whether the handshake resumed an earlier session."""
-        return self._after_handshake("session_reused", lambda: self._ssl_object.session_reused)
-
-    def getpeercert(self, binary_form: bool = False) -> Any:
-        """The peer's certificate, as :meth:`ssl.SSLSocket.getpeercert`."""
-        return self._after_handshake(
-            "getpeercert", lambda: self._ssl_object.getpeercert(binary_form)
-        )
-
-    def cipher(self) -> tuple[str, str, int] | None:
-        """``(name, protocol, secret_bits)`` of the negotiated cipher."""
-        return self._after_handshake("cipher", self._ssl_object.cipher)
-
-    def shared_ciphers(self) -> list[tuple[str, str, int]] | None:
-        """The ciphers both ends offered (server side only)."""
-        return self._after_handshake("shared_ciphers", self._ssl_object.shared_ciphers)
-
-    def compression(self) -> str | None:
-        """The compression algorithm in use, normally ``None``."""
-        return self._after_handshake("compression", self._ssl_object.compression)
-
-    def version(self) -> str | None:
-        """The negotiated protocol version, e.g. ``"TLSv1.3"``.
-
-        Kept from the handshake, so it still answers after the peer has gone
-        (``SSLObject.version()`` returns ``None`` once the transport's EOF has
-        been read).
-        """
-        engine = self._engine
-        return self._after_handshake("version", lambda: engine.negotiated_version)
-
-    def selected_alpn_protocol(self) -> str | None:
-        """The ALPN protocol both ends agreed on, if any."""
-        return self._after_handshake(
-            "selected_alpn_protocol", self._ssl_object.selected_alpn_protocol
-        )
-
-    def selected_npn_protocol(self) -> str | None:
-        """Always ``None``: NPN is obsolete; kept for ``trio.SSLStream`` parity."""
-        return self._after_handshake("selected_npn_protocol", lambda: None)
-
-    def get_channel_binding(self, cb_type: str = "tls-unique") -> bytes | None:
-        """Channel binding data (RFC 5929) for ``cb_type``."""
-        return self._after_handshake(
-            "get_channel_binding", lambda: self._ssl_object.get_channel_binding(cb_type)
-        )
-
-    def pending(self) -> int:
-        """Decrypted bytes available to ``receive_some`` without reading more."""
-        return self._ssl_object.pending() + self._engine.buffered_plaintext_bytes

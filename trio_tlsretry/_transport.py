@@ -15,7 +15,7 @@ cancelled send costs nothing:
 
 Over a ``SocketStream`` there are two ways to move the bytes. If its socket
 is a real operating-system socket (see :func:`is_os_socket`), the stream
-reads and writes the socket's file descriptor itself (``_SocketIO``), which
+reads and writes the socket's file descriptor itself (``_OSSocketIO``), which
 saves a scheduler round trip per call. Any other socket, such as one made by a
 custom socket factory (a fake network in a test, an instrumented wrapper), is
 driven through its own async ``send`` and ``recv``: its descriptor may not
@@ -37,7 +37,7 @@ import trio
 
 from ._busy_poll import BusyPollBudget
 
-__all__ = ["ExactProgressStream", "TransportSender", "is_os_socket", "sender_for"]
+__all__ = ["ExactProgressStream", "TransportIO", "is_os_socket", "transport_io_for"]
 
 
 class ExactProgressStream(trio.abc.Stream):
@@ -68,48 +68,65 @@ class ExactProgressStream(trio.abc.Stream):
                 sent += await self.send_some(view[sent:])
 
 
-class TransportSender:
-    """Moves ciphertext to and from an arbitrary transport.
+class TransportIO:
+    """How ciphertext moves over one transport: the base class, for any stream.
 
-    ``exact`` is ``False``: an exception out of :meth:`send` (a cancellation
-    included) leaves it unknown how many bytes went out. ``raw`` is ``False``:
-    reads go through the transport's own ``receive_some``, and there is no
-    :meth:`try_send`/:meth:`try_receive`/:meth:`receive` (non-blocking calls
-    and a polling wait on the socket). ``busy_poll`` is kept for every
-    transport, so the stream's setting survives, but only raw ones poll.
+    The stream uses every transport the same way: non-blocking attempts
+    first (:meth:`try_send`, :meth:`try_receive`), then waits (:meth:`send`,
+    :meth:`receive`). A subclass per kind of transport makes them faster or
+    more precise; this base class serves any :class:`trio.abc.Stream`, which
+    has no non-blocking operations and whose ``send_all`` cannot say how much
+    it sent when it fails: :attr:`torn_by` records that.
     """
 
-    exact = False
-    raw = False
+    __slots__ = ("busy_poll", "torn_by", "transport")
 
     def __init__(self, transport: trio.abc.Stream) -> None:
         self.transport = transport
+        #: How long a receive may poll before blocking; kept for every
+        #: transport so the stream's setting survives, used by sockets only.
         self.busy_poll = BusyPollBudget()
+        #: The exception that interrupted a send part-way, leaving unknown
+        #: how many bytes went out (``None``: every send so far was exact).
+        self.torn_by: BaseException | None = None
+
+    def try_send(self, data: memoryview) -> int:
+        """Send a prefix of ``data`` without waiting; 0 if that is not possible now."""
+        return 0
 
     async def send(self, data: memoryview) -> int:
-        """Send a prefix of ``data`` (here: all of it) and return its length."""
-        await self.transport.send_all(data)
+        """Send a prefix of ``data`` (here: all of it) and return its length.
+
+        If it raises, nothing was sent, unless :attr:`torn_by` is set.
+        """
+        try:
+            await self.transport.send_all(data)
+        except BaseException as exc:
+            # trio's send_all is not cancel-atomic: some prefix may be out.
+            self.torn_by = exc
+            raise
         return len(data)
 
-    def try_send(self, data: memoryview) -> int:  # pragma: no cover - raw only
-        """Send a prefix of ``data`` without waiting; 0 if the transport is full."""
-        raise NotImplementedError
-
-    def try_receive(self, max_bytes: int) -> bytes | memoryview | None:  # pragma: no cover
+    def try_receive(self, max_bytes: int) -> bytes | bytearray | memoryview | None:
         """Read without waiting: data, ``b""`` at EOF, ``None`` if none is ready.
 
         The data may be a view of a scratch buffer that the next read on this
         thread overwrites: use it before the next await.
         """
-        raise NotImplementedError
+        return None
 
-    async def receive(self, max_bytes: int) -> bytes | memoryview | None:  # pragma: no cover
-        """Wait for data and read it, as :meth:`try_receive` (``None``: none came)."""
-        raise NotImplementedError
+    async def receive(self, max_bytes: int) -> bytes | bytearray | memoryview | None:
+        """Wait for data and read it, as :meth:`try_receive` (``None``: none came).
+
+        Cancelling it loses nothing (``receive_some`` is cancel-atomic).
+        """
+        return await self.transport.receive_some(max_bytes)
 
 
-class _ExactSender(TransportSender):
-    exact = True
+class _ExactProgressIO(TransportIO):
+    """An :class:`ExactProgressStream`: every send reports what it sent."""
+
+    __slots__ = ("_send_some",)
 
     def __init__(self, transport: ExactProgressStream) -> None:
         super().__init__(transport)
@@ -127,11 +144,11 @@ _scratch = threading.local()
 
 
 def _scratch_buffer(size: int) -> memoryview:
-    """This thread's receive buffer, ``size`` bytes long."""
+    """``size`` bytes of this thread's receive buffer (which only ever grows)."""
     buffer: memoryview | None = getattr(_scratch, "buffer", None)
-    if buffer is None or len(buffer) != size:
+    if buffer is None or len(buffer) < size:
         buffer = _scratch.buffer = memoryview(bytearray(size))
-    return buffer
+    return buffer[:size]
 
 
 def _socket_error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
@@ -140,7 +157,7 @@ def _socket_error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourc
     return trio.BrokenResourceError(f"the transport socket failed: {exc}")
 
 
-class _SocketIO(TransportSender):
+class _OSSocketIO(TransportIO):
     """Non-blocking I/O on a ``SocketStream``'s file descriptor.
 
     Each ``os.write``/``os.readv`` either moves a known number of bytes or
@@ -152,8 +169,7 @@ class _SocketIO(TransportSender):
     socket is closed, as it does for its own.
     """
 
-    exact = True
-    raw = True
+    __slots__ = ("_socket",)
 
     def __init__(self, transport: trio.SocketStream) -> None:
         super().__init__(transport)
@@ -246,7 +262,7 @@ class _SocketIO(TransportSender):
         return self.try_receive(max_bytes)
 
 
-class _TrioSocketSender(TransportSender):
+class _SocketMethodsIO(TransportIO):
     """A ``SocketStream`` driven through its socket's own async methods.
 
     Used for sockets that are not real OS sockets (custom socket factories)
@@ -256,7 +272,7 @@ class _TrioSocketSender(TransportSender):
     stream's ``receive_some``, which calls the socket's ``recv``.
     """
 
-    exact = True
+    __slots__ = ("_socket",)
 
     def __init__(self, transport: trio.SocketStream) -> None:
         super().__init__(transport)
@@ -303,12 +319,12 @@ def is_os_socket(sock: trio.socket.SocketType) -> bool:
     return type(sock) is os_socket_class
 
 
-def sender_for(transport: trio.abc.Stream) -> TransportSender:
-    """Pick the most precise way to send over ``transport``."""
+def transport_io_for(transport: trio.abc.Stream) -> TransportIO:
+    """The most precise way to move ciphertext over ``transport``."""
     if isinstance(transport, ExactProgressStream):
-        return _ExactSender(transport)
+        return _ExactProgressIO(transport)
     if isinstance(transport, trio.SocketStream):
         if sys.platform == "win32" or not is_os_socket(transport.socket):
-            return _TrioSocketSender(transport)
-        return _SocketIO(transport)
-    return TransportSender(transport)
+            return _SocketMethodsIO(transport)
+        return _OSSocketIO(transport)
+    return TransportIO(transport)
