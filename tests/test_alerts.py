@@ -219,3 +219,26 @@ async def test_a_client_of_a_receive_only_server_resumes_its_session() -> None:
             assert session is not None and session.has_ticket
             await client.aclose()
             await trio.aclose_forcefully(server)
+
+
+async def test_trio_sslstream_sends_no_alert_after_the_handshake() -> None:
+    # The comparison row of docs/beyond.rst: over the same forged record,
+    # trio.SSLStream breaks without telling the peer why; the peer only
+    # learns of the end of the transport.
+    contexts = contexts_for(TLS13)
+    left, right = trio.testing.memory_stream_pair()
+    client = trio.SSLStream(left, contexts.client, server_hostname=HOSTNAME)
+    server = trio.SSLStream(right, contexts.server, server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.do_handshake)
+        nursery.start_soon(server.do_handshake)
+    await left.send_all(forged_record())
+    with pytest.raises(trio.BrokenResourceError) as info:
+        await server.receive_some()
+    assert isinstance(info.value.__cause__, ssl.SSLError)
+    assert info.value.__cause__.reason == "DECRYPTION_FAILED_OR_BAD_RECORD_MAC"
+    await server.aclose()
+    with pytest.raises(trio.BrokenResourceError) as info:
+        await client.receive_some()
+    assert isinstance(info.value.__cause__, ssl.SSLError)
+    assert "ALERT" not in str(info.value.__cause__.reason)
