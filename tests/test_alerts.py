@@ -28,7 +28,7 @@ from trio_tlsretry import (
     open_tls_over_tcp_stream,
 )
 from trio_tlsretry._stream import ALERT_TIMEOUT
-from trio_tlsretry.testing import TLSContexts
+from trio_tlsretry.testing import TLSContexts, tls_stream_pair_over
 
 HOSTNAME = "example.org"
 TLS12 = ssl.TLSVersion.TLSv1_2
@@ -68,6 +68,14 @@ async def alert_received_by(stream: TLSStream) -> str:
     cause = info.value.__cause__
     assert isinstance(cause, ssl.SSLError), repr(cause)
     return str(cause.reason)
+
+
+def pair_over(transports: tuple[trio.abc.Stream, trio.abc.Stream]) -> tuple[TLSStream, TLSStream]:
+    """A TLS 1.3 ``(client, server)`` pair over the two given transports."""
+    contexts = contexts_for(TLS13)
+    return tls_stream_pair_over(
+        *transports, client_context=contexts.client, server_context=contexts.server
+    )
 
 
 @asynccontextmanager
@@ -115,10 +123,7 @@ async def test_an_oversized_record_gets_record_overflow(version: ssl.TLSVersion)
 
 @pytest.mark.parametrize("side", ["client", "server"])
 async def test_both_ends_send_the_alert_over_memory_streams(side: str) -> None:
-    contexts = contexts_for(TLS13)
-    left, right = trio.testing.memory_stream_pair()
-    client = TLSStream(left, contexts.client, server_hostname=HOSTNAME)
-    server = TLSStream(right, contexts.server, server_side=True)
+    client, server = pair_over(trio.testing.memory_stream_pair())
     await handshake(client, server)
     victim, peer = (client, server) if side == "client" else (server, client)
     await peer.transport_stream.send_all(forged_record())
@@ -132,10 +137,7 @@ async def test_the_alert_flush_is_bounded_when_the_peer_does_not_read(
 ) -> None:
     # Over a lockstep transport a send waits for the peer to read; this peer
     # never does. The error still comes, ALERT_TIMEOUT later, unmasked.
-    contexts = contexts_for(TLS13)
-    left, right = trio.testing.lockstep_stream_pair()
-    client = TLSStream(left, contexts.client, server_hostname=HOSTNAME)
-    server = TLSStream(right, contexts.server, server_side=True)
+    client, server = pair_over(trio.testing.lockstep_stream_pair())
     async with trio.open_nursery() as nursery:
         await handshake(client, server)
         nursery.start_soon(client.transport_stream.send_all, forged_record())
@@ -150,10 +152,7 @@ async def test_the_alert_flush_is_bounded_when_the_peer_does_not_read(
 async def test_a_cancelled_alert_flush_leaves_the_stream_broken(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    contexts = contexts_for(TLS13)
-    left, right = trio.testing.lockstep_stream_pair()
-    client = TLSStream(left, contexts.client, server_hostname=HOSTNAME)
-    server = TLSStream(right, contexts.server, server_side=True)
+    client, server = pair_over(trio.testing.lockstep_stream_pair())
     async with trio.open_nursery() as nursery:
         await handshake(client, server)
         nursery.start_soon(client.transport_stream.send_all, forged_record())
@@ -183,10 +182,7 @@ async def test_tls13_tickets_go_to_a_socket_right_after_the_handshake() -> None:
 async def test_tls13_tickets_wait_for_the_next_send_over_an_unbuffered_transport() -> None:
     # python-trio/trio#819: flushing them from a receive over a lockstep
     # transport could deadlock against a client that only sends.
-    contexts = contexts_for(TLS13)
-    left, right = trio.testing.lockstep_stream_pair()
-    client = TLSStream(left, contexts.client, server_hostname=HOSTNAME)
-    server = TLSStream(right, contexts.server, server_side=True)
+    client, server = pair_over(trio.testing.lockstep_stream_pair())
     await handshake(client, server)
     assert server.statistics().outgoing_ciphertext_bytes > 0
     async with trio.open_nursery() as nursery:
