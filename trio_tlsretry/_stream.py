@@ -297,7 +297,11 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         with an ``SSLEOFError`` naming ``what`` it was waiting for. Returns
         whether we yielded.
         """
-        if self._engine.transport_eof_seen:
+        if self._engine.transport_eof_seen:  # pragma: no cover - a guard, see below
+            # OpenSSL 3 reports the EOF itself (UNEXPECTED_EOF_WHILE_READING)
+            # as soon as an operation meets it, so this is not reached with
+            # it; but an engine that asked for more after the EOF would
+            # otherwise spin here for ever, as _receive returns at once.
             await self._fail(ssl.SSLEOFError(f"the transport closed {what}"))
         return await self._receive()
 
@@ -848,12 +852,11 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         wanted = max_bytes - len(data)
         done = False
         while not done:
+            # Ciphertext is a little larger than its plaintext: reading
+            # ``wanted`` bytes leaves at most part of a record over.
+            size = min(max(wanted, TRANSPORT_RECEIVE_SIZE), TOP_UP_READ_SIZE)
             try:
-                # Ciphertext is a little larger than its plaintext: reading
-                # ``wanted`` bytes leaves at most part of a record over.
-                ciphertext = io.try_receive(
-                    min(max(wanted, TRANSPORT_RECEIVE_SIZE), TOP_UP_READ_SIZE)
-                )
+                ciphertext = io.try_receive(size)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._break(f"the transport failed: {exc!r}", exc)
                 break
@@ -883,6 +886,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 pieces.append(more)
                 wanted -= len(more)
                 done = wanted <= 0
+            # A short read emptied the socket: another would only say so.
+            done = done or len(ciphertext) < size
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def _read_failed(self, exc: ssl.SSLError) -> bytes:
