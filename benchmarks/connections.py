@@ -59,6 +59,12 @@ Usage::
     python benchmarks/connections.py -n 200 --states idle,behind --impls tlsretry,trio
     python benchmarks/connections.py -n 200 --tracemalloc   # top allocation sites too
     python benchmarks/connections.py --json results.json
+    python benchmarks/connections.py --update-docs   # also rewrite docs/performance.rst's table
+    python benchmarks/connections.py --from-json benchmarks/results/connections.json --update-docs
+
+``--update-docs`` saves the results to ``benchmarks/results/connections.json``
+unless ``--json`` names another file; ``--from-json`` re-renders the table of a
+saved run without measuring.
 
 Needs trustme and anyio (the ``test`` extra). Linux only (``/proc``, socket
 ``ioctl``\\ s). File descriptors: the soft limit is raised to what N needs, up
@@ -100,10 +106,13 @@ from _conn_common import (  # noqa: E402
     LineReader,
     write_message,
 )
+from _docs import PERFORMANCE_PAGE, list_table, update_section  # noqa: E402
 from idle_memory import raise_fd_limit  # noqa: E402
-from run import make_certs  # noqa: E402
+from run import machine_info, make_certs  # noqa: E402
 
 WARMUP = 20
+#: Where ``--update-docs`` saves the run whose table it puts in the docs.
+DOCS_JSON = HERE / "results" / "connections.json"
 PUSH_STATES = ("send_blocked", "behind")
 
 
@@ -302,29 +311,99 @@ def versions() -> dict[str, str]:
     return found
 
 
-def table(results: dict[str, dict[str, dict[str, Any]]], impls: list[str], count: int) -> str:
-    columns = [f"{IMPL_LABELS[i]} KiB/conn" for i in impls]
+RATIO_LABEL = "ratio TLSStream/trio"
+
+
+def table_cells(
+    results: dict[str, dict[str, dict[str, Any]]], impls: list[str]
+) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows of the results table, as text cells.
+
+    One column per implementation (KiB per connection), and the ratio of
+    TLSStream to trio.SSLStream next to trio's column when both were measured.
+    """
+    header = ["state", *(f"{IMPL_LABELS[impl]} KiB/conn" for impl in impls)]
     with_ratio = "tlsretry" in impls and "trio" in impls
     if with_ratio:
-        columns.insert(impls.index("trio") + 1, "ratio TLSStream/trio")
-    width = max(len(label) for label in STATE_LABELS.values())
-    lines = [
-        f"Server RSS per connection, {count:,} connections per state "
-        "(KiB = 1024 bytes; baseline: listener up after a dropped warm-up round)",
-        "  ".join([f"{'state':<{width}}", *columns]),
-    ]
+        header.insert(impls.index("trio") + 2, RATIO_LABEL)
+    rows = []
     for state, by_impl in results.items():
-        cells = []
+        cells = [STATE_LABELS[state]]
         for impl in impls:
-            label = f"{IMPL_LABELS[impl]} KiB/conn"
-            cells.append(f"{by_impl[impl]['kib_per_connection']:>{len(label)}.1f}")
+            cells.append(f"{by_impl[impl]['kib_per_connection']:,.1f}")
             if with_ratio and impl == "trio":
                 ratio = by_impl["tlsretry"]["kib_per_connection"] / max(
                     by_impl["trio"]["kib_per_connection"], 0.1
                 )
-                cells.append(f"{ratio:>{len('ratio TLSStream/trio')}.2f}")
-        lines.append("  ".join([f"{STATE_LABELS[state]:<{width}}", *cells]))
+                cells.append(f"{ratio:.2f}x")
+        rows.append(cells)
+    return header, rows
+
+
+def table(results: dict[str, dict[str, dict[str, Any]]], impls: list[str], count: int) -> str:
+    header, rows = table_cells(results, impls)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        f"Server RSS per connection, {count:,} connections per state "
+        "(KiB = 1024 bytes; baseline: listener up after a dropped warm-up round)",
+    ]
+    for row in [header, *rows]:
+        first, *numbers = row
+        lines.append(
+            "  ".join(
+                [
+                    f"{first:<{widths[0]}}",
+                    *(f"{c:>{w}}" for c, w in zip(numbers, widths[1:], strict=True)),
+                ]
+            )
+        )
     return "\n".join(lines)
+
+
+def measured_impls(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """The implementations a saved run measured, in table order."""
+    return [impl for impl in IMPLS if impl in next(iter(results.values()))]
+
+
+def command_line(payload: dict[str, Any]) -> str:
+    """The command that measures what ``payload`` holds."""
+    words = ["python", "benchmarks/connections.py", "-n", str(payload["connections"])]
+    states = list(payload["results"])
+    impls = measured_impls(payload["results"])
+    if states != list(STATES):
+        words += ["--states", ",".join(states)]
+    if impls != list(IMPLS):
+        words += ["--impls", ",".join(impls)]
+    return " ".join(words)
+
+
+def rst_table(payload: dict[str, Any]) -> str:
+    """The results of ``payload`` (a saved run) as the RST for docs/performance.rst."""
+    results = payload["results"]
+    impls = measured_impls(results)
+    header, rows = table_cells(results, impls)
+    versions = payload.get("versions", {})
+    # Files saved before the date and the CPUs were recorded lack them.
+    when = payload.get("date", "an unrecorded date")
+    cpus = (
+        f"{payload['cpus']} CPUs ({payload.get('cpu', 'unknown')})"
+        if "cpus" in payload
+        else payload.get("machine", "an unrecorded machine")
+    )
+    lines = [
+        f"Run of {when} on {cpus}, Python {versions.get('python', '?')}, "
+        f"{versions.get('openssl', '?')}, trio {versions.get('trio', '?')}, "
+        f"anyio {versions.get('anyio', '?')}; {payload['connections']:,} connections per "
+        "state; server RSS growth per connection in KiB (1,024 bytes); ratios are against "
+        "``trio.SSLStream`` in the same run. Measured with:",
+        "",
+        "::",
+        "",
+        f"    {command_line(payload)}",
+        "",
+        *list_table(header, rows),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def tracemalloc_report(results: dict[str, dict[str, dict[str, Any]]]) -> str:
@@ -378,12 +457,46 @@ def main() -> None:
         action="store_true",
         help="trace Python allocations in the server (inflates RSS: use a small -n)",
     )
+    parser.add_argument(
+        "--update-docs",
+        action="store_true",
+        help="rewrite the table in docs/performance.rst (and save the results to "
+        f"{DOCS_JSON.relative_to(HERE.parent)} unless --json is given)",
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="do not measure: print (and with --update-docs, put in the docs) a saved run's table",
+    )
     args = parser.parse_args()
     if args.n < 1:
         parser.error("-n must be at least 1")
+    if args.update_docs and args.tracemalloc:
+        parser.error("--tracemalloc inflates RSS: its figures do not belong in the docs")
+    if args.from_json is not None:
+        payload = json.loads(args.from_json.read_text())
+        impls = measured_impls(payload["results"])
+        print(table(payload["results"], impls, payload["connections"]))
+    else:
+        payload = measure_all(args)
+        if args.json is None and args.update_docs:
+            args.json = DOCS_JSON
+        if args.json:
+            args.json.write_text(json.dumps(payload, indent=1) + "\n")
+            print(f"Wrote {args.json}")
+    if args.update_docs:
+        if update_section("CONNECTIONS", "connections.py", rst_table(payload)):
+            print(f"Updated {PERFORMANCE_PAGE}")
+        else:
+            print(f"{PERFORMANCE_PAGE} has no connection-table markers; not updated")
+
+
+def measure_all(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure every state and implementation asked for; print the table; the results."""
     # Fails here, with the limits in the message, rather than in a child.
     # The children raise their own soft limit the same way.
     raise_fd_limit(args.n + 100)
+    machine = machine_info()
     started = time.monotonic()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -407,17 +520,18 @@ def main() -> None:
     print(report)
     elapsed = time.monotonic() - started
     print(f"({elapsed:.0f} s)")
-    if args.json:
-        payload = {
-            "connections": args.n,
-            "warmup": WARMUP,
-            "seconds": elapsed,
-            "machine": platform.platform(),
-            "versions": versions(),
-            "tracemalloc": args.tracemalloc,
-            "results": results,
-        }
-        args.json.write_text(json.dumps(payload, indent=1))
+    return {
+        "connections": args.n,
+        "warmup": WARMUP,
+        "seconds": elapsed,
+        "date": machine["date"],
+        "cpus": machine["nproc"],
+        "cpu": machine["cpu"],
+        "machine": platform.platform(),
+        "versions": versions(),
+        "tracemalloc": args.tracemalloc,
+        "results": results,
+    }
 
 
 if __name__ == "__main__":
