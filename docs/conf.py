@@ -121,6 +121,7 @@ SUBSTITUTIONS = {
     "plaintext_buffer_limit": _size(_engine.PLAINTEXT_BUFFER_LIMIT),
     "receive_size": _size(_stream.DEFAULT_RECEIVE_SIZE),
     "transport_receive_size": _size(_stream.TRANSPORT_RECEIVE_SIZE),
+    "top_up_read_size": _size(_stream.TOP_UP_READ_SIZE),
     "alert_timeout": _duration(_stream.ALERT_TIMEOUT),
     "handshake_timeout": _duration(_listener.DEFAULT_HANDSHAKE_TIMEOUT),
     "busy_poll": _duration(_busy_poll.DEFAULT_BUSY_POLL),
