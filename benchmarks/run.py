@@ -263,8 +263,8 @@ def evaluate_targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
         return summary.get(metric, {}).get(OURS, {}).get("median")
 
     checks = [
-        ("bulk >= 1.6x trio", ratio("bulk"), lambda v: v >= 1.6, "x"),
-        ("one-call >= 4x trio", ratio("onecall"), lambda v: v >= 4.0, "x"),
+        ("bulk >= 2x trio", ratio("bulk"), lambda v: v >= 2.0, "x"),
+        ("one-call >= 5x trio", ratio("onecall"), lambda v: v >= 5.0, "x"),
         ("one-call peak RSS growth < 8 MiB", median("onecall_rss"), lambda v: v < 8.0, " MiB"),
         ("ping-pong >= 1.7x trio", ratio("pingpong"), lambda v: v >= 1.7, "x"),
         ("handshakes >= 1.4x trio", ratio("handshake"), lambda v: v >= 1.4, "x"),
