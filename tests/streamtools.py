@@ -2,9 +2,73 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
 import trio
+import trio.testing
 
 from trio_tlsretry import TLSStream
+from trio_tlsretry.testing import TLSContexts, exact_progress_stream_pair, make_tls_contexts
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found]
+
+#: The kinds :func:`transport_pair` makes.
+TRANSPORT_KINDS = ("memory", "lockstep", "exact", "socket")
+
+
+@functools.cache
+def contexts_for(version: ssl.TLSVersion | None = None) -> TLSContexts:
+    """Contexts capped at ``version`` (``None``: no cap), made once per run.
+
+    Shared by every test that asks for the same version: a test that changes
+    its contexts (ALPN, verification, ...) makes its own with
+    ``make_tls_contexts``.
+    """
+    return make_tls_contexts(maximum_version=version)
+
+
+def transport_pair(
+    kind: str, *, capacity: int = 64 * 1024, socket_buffer: int | None = None
+) -> tuple[trio.abc.Stream, trio.abc.Stream]:
+    """Two connected transports of one of the :data:`TRANSPORT_KINDS`.
+
+    ``memory`` and ``lockstep`` are trio's memory pairs, ``exact`` is an
+    exact-progress pair buffering ``capacity`` bytes each way, ``socket`` a
+    socketpair; ``socket_buffer`` sets its kernel send and receive buffers,
+    small ones making sends block and complete partially.
+    """
+    if kind == "memory":
+        return trio.testing.memory_stream_pair()
+    if kind == "lockstep":
+        return trio.testing.lockstep_stream_pair()
+    if kind == "exact":
+        return exact_progress_stream_pair(capacity)
+    if kind != "socket":
+        raise ValueError(f"unknown transport kind {kind!r}")
+    a, b = trio.socket.socketpair()
+    if socket_buffer is not None:
+        for sock in (a, b):
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_SNDBUF, socket_buffer)
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, socket_buffer)
+    return trio.SocketStream(a), trio.SocketStream(b)
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc`` that are not groups (``[exc]`` for a plain one)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]
+
+
+def payload(size: int) -> bytes:
+    """``size`` bytes of a pattern that repeats only every 251 bytes."""
+    return bytes(i * 7 % 251 for i in range(size))
 
 
 async def handshake(*streams: TLSStream) -> None:
@@ -30,3 +94,22 @@ async def receive_until_eof(stream: trio.abc.ReceiveStream) -> bytes:
     while chunk := await stream.receive_some():
         received += chunk
     return bytes(received)
+
+
+def run_python(
+    code: str, *, cwd: Path | None = None, block_trustme: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a new interpreter of this environment; its output as text.
+
+    ``block_trustme`` makes ``import trustme`` fail there, as in an
+    environment without the ``testing`` extra.
+    """
+    prelude = "import sys; sys.modules['trustme'] = None\n" if block_trustme else ""
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )

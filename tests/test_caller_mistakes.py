@@ -15,22 +15,14 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from streamtools import handshake
+from streamtools import contexts_for, handshake
 
 from trio_tlsretry import NeedHandshakeError, StreamState, TLSStream
-from trio_tlsretry.testing import TLSContexts, make_tls_contexts, tls_memory_stream_pair
+from trio_tlsretry.testing import make_tls_contexts, tls_memory_stream_pair
 
 TLS12 = ssl.TLSVersion.TLSv1_2
 TLS13 = ssl.TLSVersion.TLSv1_3
 DEADLINE = 100  # virtual seconds under the autojump clock
-
-_CONTEXTS: dict[ssl.TLSVersion | None, TLSContexts] = {}
-
-
-def contexts_for(version: ssl.TLSVersion | None = None) -> TLSContexts:
-    if version not in _CONTEXTS:
-        _CONTEXTS[version] = make_tls_contexts(maximum_version=version)
-    return _CONTEXTS[version]
 
 
 def recording_transport() -> tuple[trio.StapledStream[Any, Any], trio.testing.MemorySendStream]:

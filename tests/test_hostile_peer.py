@@ -30,14 +30,13 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from streamtools import handshake
+from streamtools import contexts_for, handshake
 
 from trio_tlsretry import StreamState, TLSStream
 from trio_tlsretry._engine import DEFAULT_WRITE_CHUNK
 from trio_tlsretry.testing import (
     TLSContexts,
     exact_progress_stream_pair,
-    make_tls_contexts,
     tls_memory_stream_pair,
 )
 
@@ -71,16 +70,6 @@ def fuzz_settings(default: int) -> settings:
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-
-
-_CONTEXTS: dict[ssl.TLSVersion, TLSContexts] = {}
-
-
-def contexts_for(version: ssl.TLSVersion) -> TLSContexts:
-    """One CA per protocol version for the whole module (issuing is slow)."""
-    if version not in _CONTEXTS:
-        _CONTEXTS[version] = make_tls_contexts(maximum_version=version)
-    return _CONTEXTS[version]
 
 
 def exact_pair(version: ssl.TLSVersion, capacity: int) -> tuple[TLSStream, TLSStream]:

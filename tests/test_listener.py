@@ -17,13 +17,12 @@ from __future__ import annotations
 import functools
 import socket
 import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from streamtools import handshake
+from streamtools import handshake, leaves
 
 from trio_tlsretry import NeedHandshakeError, StreamState, TLSStream
 from trio_tlsretry._listener import TLSListener, handshake_or_drop
@@ -47,15 +46,6 @@ def port_of(listeners: list[TLSListener]) -> int:
     sock = listeners[0].transport_listener.socket  # type: ignore[attr-defined]
     port: int = sock.getsockname()[1]
     return port
-
-
-def leaves(exc: BaseException) -> Iterator[BaseException]:
-    inner_exceptions = getattr(exc, "exceptions", None)
-    if inner_exceptions is not None:
-        for inner in inner_exceptions:
-            yield from leaves(inner)
-    else:
-        yield exc
 
 
 def client_hello() -> bytes:

@@ -11,21 +11,12 @@ import trio
 import trio.testing
 import trustme
 from pyopenssl_peer import ManualPeer, PyOpenSSLPeer, client_context, server_context
+from streamtools import transport_pair
 
 from trio_tlsretry import StreamState, TLSStream
-from trio_tlsretry.testing import cancel_at_checkpoint, exact_progress_stream_pair
+from trio_tlsretry.testing import cancel_at_checkpoint
 
 SIZE = 6 * 1024 * 1024
-
-
-def transport_pair(kind: str, *, capacity: int) -> tuple[trio.abc.Stream, trio.abc.Stream]:
-    """Client and peer transports; ``capacity`` sizes the exact-progress pair."""
-    if kind == "lockstep":
-        return trio.testing.lockstep_stream_pair()
-    if kind == "exact":
-        return exact_progress_stream_pair(capacity=capacity)
-    sock_a, sock_b = trio.socket.socketpair()
-    return trio.SocketStream(sock_a), trio.SocketStream(sock_b)
 
 
 def digest(data: bytes | bytearray) -> str:
@@ -130,17 +121,6 @@ async def test_renegotiation_while_sends_and_receives_are_cancelled(transport: s
     await trio.aclose_forcefully(client)
 
 
-def small_buffer_transport_pair(kind: str) -> tuple[trio.abc.Stream, trio.abc.Stream]:
-    """4 KiB of room each way: a 4 KiB exact-progress pair or socketpair."""
-    if kind == "exact":
-        return exact_progress_stream_pair(capacity=4096)
-    sock_a, sock_b = trio.socket.socketpair()
-    for sock in (sock_a, sock_b):
-        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_SNDBUF, 4096)
-        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
-    return trio.SocketStream(sock_a), trio.SocketStream(sock_b)
-
-
 # Over the socket the receiver waits on the raw socket, over the exact-progress
 # pair in the transport's receive_some; both waits must be woken.
 @pytest.mark.parametrize("transport", ["exact", "socket"])
@@ -155,7 +135,7 @@ async def test_receiver_sends_its_handshake_answer_when_the_blocked_sender_is_ca
     # SSL_write mid-renegotiation, answers nothing until it has one: the
     # receiver has to be woken to send it itself, or both ends wait for ever.
     ca = trustme.CA()
-    client_transport, peer_transport = small_buffer_transport_pair(transport)
+    client_transport, peer_transport = transport_pair(transport, capacity=4096, socket_buffer=4096)
     client = TLSStream(client_transport, client_context(ca), server_hostname="example.org")
     peer = ManualPeer(peer_transport, server_context(ca))
     message = os.urandom(200_000)  # one write chunk, far more than 4 KiB
@@ -217,7 +197,7 @@ async def test_small_send_during_a_renegotiation_is_retried_whole() -> None:
     # until the peer's ServerHello arrives: the message must be pinned,
     # retried and delivered exactly once.
     ca = trustme.CA()
-    client_transport, peer_transport = transport_pair("socket", capacity=0)
+    client_transport, peer_transport = transport_pair("socket")
     client = TLSStream(client_transport, client_context(ca), server_hostname="example.org")
     peer = ManualPeer(peer_transport, server_context(ca))
     with trio.fail_after(30):
