@@ -248,34 +248,6 @@ async def test_statistics_is_a_frozen_snapshot() -> None:
         after.pinned_bytes = 3  # type: ignore[misc]
 
 
-async def socket_tls_pair() -> tuple[TLSStream, TLSStream]:
-    contexts = make_tls_contexts()
-    sock_a, sock_b = trio.socket.socketpair()
-    client = TLSStream(
-        trio.SocketStream(sock_a), contexts.client, server_hostname=contexts.hostname
-    )
-    server = TLSStream(trio.SocketStream(sock_b), contexts.server, server_side=True)
-    await handshake(client, server)
-    return client, server
-
-
-async def test_socket_fast_paths_and_a_socket_closed_behind_the_streams_back() -> None:
-    client, server = await socket_tls_pair()
-    for size in (1, 100, 70_000):
-        payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client.send_all, payload)
-            assert await receive_exactly(server, len(payload)) == payload
-    # The socket closed behind the stream's back: a clear error, not a
-    # read or write on a stale file descriptor.
-    client.transport_stream.socket.close()  # type: ignore[attr-defined]
-    with pytest.raises(trio.BrokenResourceError) as info:
-        await client.send_all(b"after close")
-    assert isinstance(info.value.__cause__, trio.ClosedResourceError)
-    await client.aclose()
-    await server.aclose()
-
-
 async def test_streams_can_be_weakly_referenced_like_trio_sslstream() -> None:
     # A drop-in replacement: code that keeps live trio.SSLStreams in a
     # WeakSet (servers, connection pools) must work with TLSStream too.

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import test_cancellation as contract
@@ -28,7 +28,6 @@ from streamtools import handshake, receive_exactly
 
 import trio_tlsretry
 from trio_tlsretry import TLSStream
-from trio_tlsretry._transport import is_os_socket
 from trio_tlsretry.testing import (
     ChunkedStream,
     DelayedStream,
@@ -148,25 +147,6 @@ async def test_ciphertext_goes_through_the_fake_sockets(
     assert client.statistics().ciphertext_bytes_sent == len(connection.client_sent)
 
 
-def test_only_trios_own_os_socket_class_takes_the_descriptor_path() -> None:
-    # The one real socket pair of this file: the rule needs a real socket.
-    a, b = trio.socket.socketpair()
-    with a, b:
-        assert is_os_socket(a)
-
-        class Instrumented(type(a)):  # type: ignore[misc]
-            """A wrapper a custom socket factory might return: its methods may differ."""
-
-        instrumented = Instrumented(socket.socket())
-        with instrumented:
-            assert isinstance(instrumented, trio.socket.SocketType)
-            assert not is_os_socket(instrumented)
-    fake, other = FakeTCPNetwork().socketpair()
-    assert not is_os_socket(fake)
-    fake.close()
-    other.close()
-
-
 # The cancellation contract (docs/cancellation.rst), every sweep of
 # test_cancellation.py, over fake sockets: an exact transport, so no
 # cancellation may break the stream.
@@ -197,8 +177,8 @@ def fakenet_transport(monkeypatch: pytest.MonkeyPatch) -> None:
     """Teach test_cancellation's pair maker the fake-socket transport, as an exact one."""
     real_transport_pair = contract.transport_pair
 
-    def transport_pair(kind: str) -> tuple[trio.abc.Stream, trio.abc.Stream]:
-        return fake_socket_streams() if kind == FAKENET else real_transport_pair(kind)
+    def transport_pair(kind: str, **options: Any) -> tuple[trio.abc.Stream, trio.abc.Stream]:
+        return fake_socket_streams() if kind == FAKENET else real_transport_pair(kind, **options)
 
     monkeypatch.setattr(contract, "transport_pair", transport_pair)
     monkeypatch.setattr(contract, "EXACT", [*contract.EXACT, FAKENET])
