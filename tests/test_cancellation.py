@@ -12,7 +12,6 @@ breaks the stream loudly, never silently.
 
 from __future__ import annotations
 
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,15 +19,13 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 import trio.testing
-from streamtools import handshake
+from streamtools import contexts_for, handshake, payload, transport_pair
 
 from trio_tlsretry import StreamState, TLSStream
 from trio_tlsretry._engine import DEFAULT_WRITE_CHUNK
 from trio_tlsretry.testing import (
-    TLSContexts,
     cancel_at_checkpoint,
-    exact_progress_stream_pair,
-    make_tls_contexts,
+    cancellation_sweep,
     tls_stream_pair_over,
 )
 
@@ -37,33 +34,14 @@ OPAQUE = ["memory", "lockstep"]
 TRANSPORTS = EXACT + OPAQUE
 UNRECOVERABLE = "cancelled part-way"
 
-_CONTEXTS: dict[ssl.TLSVersion, TLSContexts] = {}
 
-
-def contexts(version: ssl.TLSVersion) -> TLSContexts:
-    if version not in _CONTEXTS:
-        _CONTEXTS[version] = make_tls_contexts(maximum_version=version)
-    return _CONTEXTS[version]
-
-
-def transport_pair(kind: str) -> tuple[trio.abc.Stream, trio.abc.Stream]:
-    if kind == "memory":
-        return trio.testing.memory_stream_pair()
-    if kind == "lockstep":
-        return trio.testing.lockstep_stream_pair()
-    if kind == "exact":
-        return exact_progress_stream_pair(capacity=8192)
-    a, b = trio.socket.socketpair()
-    for sock in (a, b):
-        # Tiny kernel buffers: sends block and complete partially.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    return trio.SocketStream(a), trio.SocketStream(b)
-
-
-def make_pair(kind: str, version: ssl.TLSVersion) -> tuple[TLSStream, TLSStream]:
-    c = contexts(version)
-    a, b = transport_pair(kind)
+def make_pair(
+    kind: str, version: ssl.TLSVersion, *, capacity: int = 8192
+) -> tuple[TLSStream, TLSStream]:
+    """A pair over ``kind``; socketpairs get tiny kernel buffers, so that sends
+    block and complete partially."""
+    c = contexts_for(version)
+    a, b = transport_pair(kind, capacity=capacity, socket_buffer=4096)
     return tls_stream_pair_over(a, b, client_context=c.client, server_context=c.server)
 
 
@@ -472,3 +450,62 @@ async def test_every_operation_is_a_checkpoint_and_a_cancelled_start_does_nothin
             await client.aclose()
         nursery.cancel_scope.cancel()
     assert bytes(peer.received) == b"x" * 10
+
+
+# ------------------------------------------ the toolkit's sweep over TLSStream
+
+
+async def test_k0_cancels_a_tls_receive_before_it_touches_anything(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, server = make_pair("memory", ssl.TLSVersion.TLSv1_3)
+    outcome = await cancel_at_checkpoint(0, client.receive_some)
+    assert not outcome.completed
+    # Not even the ClientHello was produced.
+    assert client.statistics().ciphertext_bytes_sent == 0
+    assert client.statistics().outgoing_ciphertext_bytes == 0
+    await handshake(client, server)
+
+
+async def test_sweep_tls_send_all_retry_delivers_exactly_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, server = make_pair("exact", ssl.TLSVersion.TLSv1_3, capacity=2000)
+    await handshake(client, server)
+    data = payload(30_000)
+    received = bytearray()
+
+    async def drain() -> None:
+        while True:
+            chunk = await server.receive_some()
+            if not chunk:
+                return
+            received.extend(chunk)
+
+    async def after_cancel(k: int) -> None:
+        state = client.statistics().state
+        assert state is StreamState.OPEN, f"stream {state.name} after cancel at {k}"
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain)
+        # Every attempt retries the same object: the stream must resume.
+        report = await cancellation_sweep(
+            lambda k: client.send_all(data), after_cancel=after_cancel
+        )
+        await client.aclose()
+    # Each retry resumes where the last attempt stopped, so a handful of
+    # cancellations reach the end of the data.
+    assert report.cancelled >= 3
+    assert received == data
+
+
+@version_param
+async def test_sweep_tls_handshake_resumes(
+    autojump_clock: trio.testing.MockClock, version: ssl.TLSVersion
+) -> None:
+    client, server = make_pair("exact", version, capacity=100)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        report = await cancellation_sweep(lambda k: client.do_handshake())
+    assert report.cancelled > 2
+    assert client.version() == server.version()

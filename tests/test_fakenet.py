@@ -9,14 +9,11 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import textwrap
-from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 from streamtools import receive_exactly, receive_until_eof
-from test_testing_toolkit import run_pytest
 
 from trio_tlsretry.testing import ConnectAttempt, FakeTCPNetwork, FakeTCPSocket
 
@@ -415,28 +412,3 @@ async def test_socket_details_trio_relies_on(network: FakeTCPNetwork) -> None:
         await a.recv(1)
     assert info.value.errno == errno.EBADF
     b.close()
-
-
-# ----------------------------------------------------------- plugin
-
-
-FAKE_NETWORK_USER = """
-    import trio
-    from trio_tlsretry.testing import FakeTCPNetwork
-
-    async def test_network(fake_tcp_network):
-        assert isinstance(fake_tcp_network, FakeTCPNetwork)
-        fake_tcp_network.add_host("example.org", "192.0.2.10")
-        (listener,) = await trio.open_tcp_listeners(443, host="example.org")
-        stream = await trio.open_tcp_stream("example.org", 443)
-        await stream.aclose()
-        await listener.aclose()
-        assert len(fake_tcp_network.connections) == 1
-"""
-
-
-def test_the_fake_tcp_network_fixture_comes_from_the_plugin(tmp_path: Path) -> None:
-    (tmp_path / "test_user.py").write_text(textwrap.dedent(FAKE_NETWORK_USER))
-    result = run_pytest(tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 passed" in result.stdout

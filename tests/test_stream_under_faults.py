@@ -1,5 +1,7 @@
-"""Transport faults: resets, early EOF, failing sends, transports closed under
-blocked tasks. Every one ends in a documented exception, never in a hang.
+"""TLSStream over faulty transports: resets, early EOF, failing sends, chunked,
+slow, corrupted and injected bytes, transports closed under blocked tasks.
+Every fault ends in a documented exception, never in a hang. (The fault
+wrappers themselves are tested in ``test_faults.py``.)
 
 Hangs are caught with ``trio.fail_after`` under ``MockClock(autojump_threshold=0)``
 (the ``autojump_clock`` fixture): when every task is blocked the clock jumps
@@ -16,16 +18,18 @@ from typing import Generic, TypeVar
 import pytest
 import trio
 import trio.testing
-from streamtools import handshake
+from streamtools import contexts_for, handshake, leaves, payload, receive_exactly, transport_pair
 
 from trio_tlsretry import StreamState, TLSStream
 from trio_tlsretry.testing import (
     AbruptEOFStream,
+    ChunkedStream,
+    CorruptingStream,
+    DelayedStream,
     FailingStream,
-    TLSContexts,
+    InjectingStream,
     exact_progress_stream_pair,
     make_tls_contexts,
-    tls_stream_pair_over,
 )
 
 TLS12 = ssl.TLSVersion.TLSv1_2
@@ -34,16 +38,8 @@ VERSIONS = [TLS12, TLS13]
 #: Virtual seconds; under the autojump clock only a deadlock gets there.
 DEADLINE = 100
 
-_CONTEXTS: dict[ssl.TLSVersion, TLSContexts] = {}
-
 
 _W = TypeVar("_W", bound=trio.abc.Stream)
-
-
-def contexts_for(version: ssl.TLSVersion) -> TLSContexts:
-    if version not in _CONTEXTS:
-        _CONTEXTS[version] = make_tls_contexts(maximum_version=version)
-    return _CONTEXTS[version]
 
 
 class Recorder(Generic[_W]):
@@ -70,28 +66,24 @@ def pair(
     *,
     transport: str = "memory",
     capacity: int = 4096,
+    https_compatible: bool = False,
 ) -> tuple[TLSStream, TLSStream]:
-    maker: Callable[[], tuple[trio.abc.Stream, trio.abc.Stream]]
-    if transport == "memory":
-        maker = trio.testing.memory_stream_pair
-    elif transport == "lockstep":
-        maker = trio.testing.lockstep_stream_pair
-    elif transport == "socket":
-
-        def maker() -> tuple[trio.abc.Stream, trio.abc.Stream]:
-            a, b = trio.socket.socketpair()
-            return trio.SocketStream(a), trio.SocketStream(b)
-
-    else:
-        maker = lambda: exact_progress_stream_pair(capacity)  # noqa: E731
-    client_transport, server_transport = maker()
+    """Client and server over a ``transport`` pair, each end wrapped as given."""
+    client_transport, server_transport = transport_pair(transport, capacity=capacity)
     contexts = contexts_for(version)
-    return tls_stream_pair_over(
+    client = TLSStream(
         wrap_client(client_transport),
-        wrap_server(server_transport),
-        client_context=contexts.client,
-        server_context=contexts.server,
+        contexts.client,
+        server_hostname=contexts.hostname,
+        https_compatible=https_compatible,
     )
+    server = TLSStream(
+        wrap_server(server_transport),
+        contexts.server,
+        server_side=True,
+        https_compatible=https_compatible,
+    )
+    return client, server
 
 
 async def outcome_of(operation: Callable[[], Awaitable[object]]) -> BaseException | None:
@@ -483,3 +475,201 @@ async def test_cancelled_while_sending_the_alert_still_breaks(
         with pytest.raises(trio.BrokenResourceError) as info:
             await client.do_handshake()
         assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+
+
+# ---------------------------------------------------------------------------
+# Chunked, delayed, corrupted and injected transports.
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("transport", ["memory", "exact"])
+async def test_tls_over_one_byte_chunks_is_byte_exact(
+    autojump_clock: trio.testing.MockClock, version: ssl.TLSVersion, transport: str
+) -> None:
+    client, server = pair(
+        version,
+        wrap_client=lambda s: ChunkedStream(s, receive_size=1, send_size=7),
+        wrap_server=lambda s: ChunkedStream(s, receive_size=1, send_size=5),
+        transport=transport,
+        capacity=100,
+    )
+    up, down = payload(6_000), payload(5_000)[::-1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.send_all, up)
+        nursery.start_soon(server.send_all, down)
+        assert await receive_exactly(server, len(up)) == up
+        assert await receive_exactly(client, len(down)) == down
+    assert client.statistics().plaintext_bytes_received == len(down)
+
+
+async def test_tls_send_cancelled_during_transport_delay_resumes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A timeout that fires while the slow transport is between sends, over an
+    # exact-progress transport, leaves the TLSStream usable; the retry with the
+    # same object delivers every byte exactly once.
+    client, server = pair(
+        TLS13,
+        wrap_client=lambda s: DelayedStream(s, send_delay=1.0),
+        transport="exact",
+        capacity=1000,
+    )
+    await handshake(client, server)
+    data = payload(200_000)
+    received = bytearray()
+
+    async def read_all() -> None:
+        while len(received) < len(data):
+            received.extend(await server.receive_some())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_all)
+        attempts = 0
+        while True:
+            attempts += 1
+            with trio.move_on_after(10.5):
+                await client.send_all(data)
+                break
+    assert attempts > 5
+    assert received == data
+    assert client.statistics().state is StreamState.OPEN
+
+
+@pytest.mark.parametrize("fail_after", [0, 1, 100, 400])
+async def test_tls_handshake_over_failing_transport(
+    autojump_clock: trio.testing.MockClock, fail_after: int
+) -> None:
+    client, _server = pair(
+        TLS13, wrap_client=lambda s: FailingStream(s, fail_after_sent=fail_after)
+    )
+    with pytest.raises(trio.BrokenResourceError) as caught:
+        await client.do_handshake()
+    transport_error = caught.value.__cause__
+    assert isinstance(transport_error, trio.BrokenResourceError)
+    assert isinstance(transport_error.__cause__, ConnectionResetError)
+    # The stream stays broken.
+    with pytest.raises(trio.BrokenResourceError):
+        await client.send_all(b"x")
+
+
+async def test_tls_receive_breaks_when_connection_resets(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    failing = Recorder(FailingStream)
+    client, server = pair(TLS13, wrap_client=failing)
+    await handshake(client, server)
+    async with trio.open_nursery() as nursery:
+
+        async def receive() -> None:
+            with pytest.raises(trio.BrokenResourceError):
+                await client.receive_some()
+
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        failing.stream.fail_now()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("side", ["receive", "send"])
+async def test_tls_detects_corrupted_record(
+    autojump_clock: trio.testing.MockClock, version: ssl.TLSVersion, side: str
+) -> None:
+    # Damage the server's transport: what it receives, or what it sends.
+    corrupt = Recorder(
+        lambda s: CorruptingStream(s, offset=10**9, side=side)  # type: ignore[arg-type]
+    )
+    client, server = pair(version, wrap_server=corrupt)
+    await handshake(client, server)
+    # Let TLS 1.3 session tickets pass first, then hit application data.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.send_all, b"warm-up")
+        assert await receive_exactly(server, 7) == b"warm-up"
+    await server.send_all(b"warm-up")
+    assert await receive_exactly(client, 7) == b"warm-up"
+    damaged = corrupt.stream
+    damaged.offset = (damaged.bytes_received if side == "receive" else damaged.bytes_sent) + 10
+    victim, sender = (server, client) if side == "receive" else (client, server)
+    await sender.send_all(b"attack at dawn")
+    with pytest.raises(trio.BrokenResourceError) as caught:
+        await victim.receive_some()
+    assert isinstance(caught.value.__cause__, ssl.SSLError)
+
+
+@pytest.mark.parametrize("offset", [0, 5, 60, 300])
+async def test_tls_handshake_detects_corruption(
+    autojump_clock: trio.testing.MockClock, offset: int
+) -> None:
+    client, server = pair(TLS13, wrap_client=lambda s: CorruptingStream(s, offset=offset, xor=0x55))
+    with pytest.raises(BaseException) as caught:
+        await handshake(client, server)
+    errors = leaves(caught.value)
+    assert errors
+    assert all(isinstance(exc, trio.BrokenResourceError) for exc in errors)
+    # The side that reads the damage reports the TLS error.
+    assert any(isinstance(exc.__cause__, ssl.SSLError) for exc in errors)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_tls_detects_injected_bytes(
+    autojump_clock: trio.testing.MockClock, version: ssl.TLSVersion
+) -> None:
+    inject = Recorder(lambda s: InjectingStream(s, offset=10**9, data=b"\x17\x03\x03\x00\x05hello"))
+    client, server = pair(version, wrap_client=inject)
+    await handshake(client, server)
+    await server.send_all(b"first")
+    assert await receive_exactly(client, 5) == b"first"
+    inject.stream.offset = inject.stream.bytes_received
+    await server.send_all(b"second")
+    with pytest.raises(trio.BrokenResourceError) as caught:
+        await receive_exactly(client, 6)
+    assert isinstance(caught.value.__cause__, ssl.SSLError)
+
+
+# ---------------------------------------------------------------------------
+# The transport's EOF without a close_notify.
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("https_compatible", [False, True])
+async def test_tls_eof_without_close_notify(
+    autojump_clock: trio.testing.MockClock, version: ssl.TLSVersion, https_compatible: bool
+) -> None:
+    eof = Recorder(AbruptEOFStream)
+    client, server = pair(version, wrap_client=eof, https_compatible=https_compatible)
+    await handshake(client, server)
+    await server.send_all(b"last words")
+    assert await receive_exactly(client, 10) == b"last words"
+    eof.stream.trigger_eof()
+    if https_compatible:
+        assert await client.receive_some() == b""
+        assert await client.receive_some() == b""
+    else:
+        with pytest.raises(trio.BrokenResourceError) as caught:
+            await client.receive_some()
+        assert isinstance(caught.value.__cause__, ssl.SSLEOFError)
+        with pytest.raises(trio.BrokenResourceError):
+            await client.receive_some()
+
+
+@pytest.mark.parametrize("https_compatible", [False, True])
+async def test_tls_eof_in_mid_record(
+    autojump_clock: trio.testing.MockClock, https_compatible: bool
+) -> None:
+    # The connection ends inside a record. No plaintext of the partial record
+    # may come out. OpenSSL reports this with the same SSLEOFError as an EOF
+    # between records, so an https_compatible stream reports a plain EOF, as
+    # trio.SSLStream does: HTTPS relies on its own framing to spot truncation.
+    eof = Recorder(AbruptEOFStream)
+    client, server = pair(TLS13, wrap_client=eof, https_compatible=https_compatible)
+    await handshake(client, server)
+    await server.send_all(b"x")
+    assert await client.receive_some() == b"x"
+    eof.stream.eof_after = eof.stream.bytes_received + 10
+    await server.send_all(b"this record is cut short")
+    if https_compatible:
+        assert await client.receive_some() == b""
+    else:
+        with pytest.raises(trio.BrokenResourceError) as caught:
+            await client.receive_some()
+        assert isinstance(caught.value.__cause__, ssl.SSLEOFError)
+    assert client.statistics().plaintext_bytes_received == 1
