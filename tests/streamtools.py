@@ -7,13 +7,20 @@ import os
 import ssl
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 import trio.testing
 
-from trio_tlsretry import TLSStream
-from trio_tlsretry.testing import TLSContexts, exact_progress_stream_pair, make_tls_contexts
+from trio_tlsretry import TLSListener, TLSStream
+from trio_tlsretry.testing import (
+    DEFAULT_HOSTNAME,
+    TLSContexts,
+    exact_progress_stream_pair,
+    make_tls_contexts,
+)
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found]
@@ -23,14 +30,27 @@ TRANSPORT_KINDS = ("memory", "lockstep", "exact", "socket")
 
 
 @functools.cache
-def contexts_for(version: ssl.TLSVersion | None = None) -> TLSContexts:
-    """Contexts capped at ``version`` (``None``: no cap), made once per run.
+def contexts_for(
+    version: ssl.TLSVersion | None = None, *, hostname: str = DEFAULT_HOSTNAME
+) -> TLSContexts:
+    """Contexts capped at ``version`` (``None``: no cap) for a server named
+    ``hostname``, made once per run.
 
-    Shared by every test that asks for the same version: a test that changes
+    Shared by every test that asks for the same ones: a test that changes
     its contexts (ALPN, verification, ...) makes its own with
     ``make_tls_contexts``.
     """
-    return make_tls_contexts(maximum_version=version)
+    return make_tls_contexts(hostname, maximum_version=version)
+
+
+def port_of(listeners: Sequence[trio.SocketListener | TLSListener[Any]]) -> int:
+    """The port the first of ``listeners`` (over TCP) listens on."""
+    listener = listeners[0]
+    if isinstance(listener, TLSListener):
+        listener = listener.transport_listener
+    assert isinstance(listener, trio.SocketListener)
+    port: int = listener.socket.getsockname()[1]
+    return port
 
 
 def transport_pair(
