@@ -468,23 +468,37 @@ class TLSEngine:
         decryption. Raises ``ssl.SSLError`` (including ``SSLEOFError`` for a
         transport EOF without close_notify).
         """
+        pieces: list[bytes] = []
+        got = self.read_into(pieces, max_bytes)
+        if not got:
+            return None if got is None else b""
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def read_into(self, pieces: list[bytes], max_bytes: int) -> bool | None:
+        """:meth:`read`, appending the plaintext to ``pieces`` instead of joining it.
+
+        Returns ``True`` when plaintext was appended, ``False`` at
+        close_notify and ``None`` when more ciphertext is needed. For a
+        caller that gathers several reads, so the plaintext is joined once.
+        """
         buffer = self._plaintext
         if buffer:
-            return self._take_buffered(buffer, max_bytes)
+            pieces.append(self._take_buffered(buffer, max_bytes))
+            return True
         if self._deferred_error is not None:
             exc = self._deferred_error
             if isinstance(exc, ssl.SSLZeroReturnError):
                 self._deferred_error = None
                 self._peer_closed = True
-                return b""
+                return False
             raise exc
         if self._peer_closed:
-            return b""
+            return False
         ssl_object = self.ssl_object
         if self.nothing_to_decrypt():
             return None
-        pieces: list[bytes] = []
         wanted = max_bytes
+        first = len(pieces)
         try:
             while wanted > 0:
                 piece = ssl_object.read(min(wanted, _MAX_RECORD_PLAINTEXT))
@@ -499,23 +513,22 @@ class TLSEngine:
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLZeroReturnError:
-            if not pieces:
+            if len(pieces) == first:
                 self._note_output()
                 self._peer_closed = True
-                return b""
+                return False
             self._deferred_error = ssl.SSLZeroReturnError("close_notify received")
         except ssl.SSLError as exc:
-            if not pieces:
+            if len(pieces) == first:
                 self._note_output()
                 raise
             # Hand over what was decrypted before the error; report it next.
             self._deferred_error = exc
         self._note_output()
-        if not pieces:
+        if len(pieces) == first:
             return None
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        self.plaintext_bytes_received += len(data)
-        return data
+        self.plaintext_bytes_received += max_bytes - wanted
+        return True
 
     def _take_buffered(self, buffer: deque[bytes], max_bytes: int) -> bytes:
         out: list[bytes] = []

@@ -872,19 +872,19 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 engine.receive_ciphertext(ciphertext[start : start + TRANSPORT_RECEIVE_SIZE])
                 if done:
                     continue
+                had = len(pieces)
                 try:
-                    more = engine.read(wanted)
+                    got = engine.read_into(pieces, wanted)
                 except ssl.SSLError as exc:
                     engine.defer_error(exc)
                     done = True
                     continue
-                if more is None:
+                if got is None:
                     continue  # part of a record: the next slice completes it
-                if not more:
+                if not got:
                     done = True  # close_notify: the next call's b""
                     continue
-                pieces.append(more)
-                wanted -= len(more)
+                wanted -= sum(map(len, pieces[had:]))
                 done = wanted <= 0
             # A short read emptied the socket: another would only say so.
             done = done or len(ciphertext) < size
