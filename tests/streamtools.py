@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import ssl
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import trio
@@ -24,6 +26,9 @@ from trio_tlsretry.testing import (
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found]
+
+#: Where the documentation's example programs are.
+DOCS_EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 
 #: The kinds :func:`transport_pair` makes.
 TRANSPORT_KINDS = ("memory", "lockstep", "exact", "socket")
@@ -133,3 +138,13 @@ def run_python(
         timeout=60,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
+
+
+def load_docs_example(name: str) -> ModuleType:
+    """Import ``docs/examples/<name>.py`` (its ``__main__`` block does not run)."""
+    path = DOCS_EXAMPLES / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"docs_example_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -12,19 +12,16 @@ network: names, refusals, latency, resets, many clients.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import ssl
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import test_cancellation as contract
 import trio
 import trio.testing
-from streamtools import handshake, receive_exactly
+from streamtools import handshake, load_docs_example, receive_exactly
 
 import trio_tlsretry
 from trio_tlsretry import TLSStream
@@ -461,20 +458,11 @@ async def test_a_whole_exchange_cancelled_at_every_checkpoint(
 # ---------------------------------------------------- the docs example
 
 
-def load_example(name: str) -> ModuleType:
-    path = Path(__file__).parent.parent / "docs" / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"docs_example_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 async def test_docs_example_fake_network(
     fake_tcp_network: FakeTCPNetwork,
     tls_contexts: TLSContexts,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    example = load_example("testing_fake_network")
+    example = load_docs_example("testing_fake_network")
     await example.test_fetch_motd(fake_tcp_network, tls_contexts, autojump_clock)
     assert math.isclose(fake_tcp_network.latency, 0.040)
