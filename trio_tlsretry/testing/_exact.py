@@ -11,6 +11,8 @@ partial sends, each a place where a test can cancel.
 
 from __future__ import annotations
 
+import operator
+
 import trio
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
 
@@ -100,22 +102,43 @@ class ExactProgressMemoryStream(ExactProgressStream, trio.abc.HalfCloseableStrea
         finally:
             self._send_busy = False
 
-    async def wait_send_all_might_not_block(self) -> None:
-        """Wait until the buffer has room."""
-        await checkpoint_if_cancelled()
-        pipe = self._outgoing
-        waited = False
-        while True:
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of ``data``; empty data still reports a closed or broken stream."""
+        with memoryview(data) as view:
+            empty = not view
+        if empty:
+            if self._send_busy:
+                raise trio.BusyResourceError("another task is sending")
+            await checkpoint_if_cancelled()
             self._check_send()
-            if len(pipe.buffer) < pipe.capacity:
-                break
-            waited = True
-            await pipe.changed.park()
-        if not waited:
             await cancel_shielded_checkpoint()
+            return
+        await super().send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until the buffer has room (a send operation: one task at a time)."""
+        if self._send_busy:
+            raise trio.BusyResourceError("another task is sending")
+        self._send_busy = True
+        try:
+            await checkpoint_if_cancelled()
+            pipe = self._outgoing
+            waited = False
+            while True:
+                self._check_send()
+                if len(pipe.buffer) < pipe.capacity:
+                    break
+                waited = True
+                await pipe.changed.park()
+            if not waited:
+                await cancel_shielded_checkpoint()
+        finally:
+            self._send_busy = False
 
     async def send_eof(self) -> None:
         """Signal EOF to the other end; further sends raise ``ClosedResourceError``."""
+        if self._send_busy:
+            raise trio.BusyResourceError("another task is sending")
         await checkpoint_if_cancelled()
         self._outgoing.send_closed = True
         self._outgoing.wake()
@@ -123,8 +146,10 @@ class ExactProgressMemoryStream(ExactProgressStream, trio.abc.HalfCloseableStrea
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Take up to ``max_bytes`` (default: everything) from the buffer."""
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError("max_bytes must be >= 1")
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)  # TypeError for 1.5, as trio's streams
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
         if self._receive_busy:
             raise trio.BusyResourceError("another task is receiving")
         self._receive_busy = True
