@@ -324,3 +324,12 @@ async def test_wait_send_all_might_not_block_does_not_start_the_handshake(
     with trio.fail_after(10):
         await client.wait_send_all_might_not_block()
     assert client_transport.bytes_sent == 0
+
+
+def test_every_public_name_of_trio_sslstream_exists(contexts: TLSContexts) -> None:
+    # trio.SSLStream lists the SSLObject attributes it forwards in its dir().
+    client, _, _, _ = streams(trio.SSLStream, contexts.client, contexts.server)
+    ours, _, _, _ = streams(TLSStream, contexts.client, contexts.server)
+    theirs = {name for name in dir(client) if not name.startswith("_")}
+    assert "getpeercert" in theirs  # a forwarded name: the listing is the real one
+    assert sorted(theirs - set(dir(ours))) == []
