@@ -238,3 +238,33 @@ async def test_trio_sslstream_sends_no_alert_after_the_handshake() -> None:
         await client.receive_some()
     assert isinstance(info.value.__cause__, ssl.SSLError)
     assert "ALERT" not in str(info.value.__cause__.reason)
+
+
+async def test_an_alert_to_a_peer_that_has_gone_does_not_hide_the_error() -> None:
+    async with socket_pair(TLS13) as (client, server):
+        await client.transport_stream.send_all(forged_record())
+        # The peer's socket is gone: the alert cannot be delivered.
+        client.transport_stream.socket.close()
+        failure = await tls_failure_of(server, "receive_some")
+        assert failure.reason == "DECRYPTION_FAILED_OR_BAD_RECORD_MAC"
+
+
+async def test_a_failure_met_by_send_all_sends_the_alert() -> None:
+    # TLS 1.2: before a write, records already received are decrypted (a
+    # renegotiation may be under way); a forged one among them fails the
+    # connection from send_all, which sends the alert too.
+    contexts = contexts_for(TLS12)
+    left, right = trio.testing.memory_stream_pair()
+    client = TLSStream(left, contexts.client, server_hostname=HOSTNAME)
+    server = TLSStream(right, contexts.server, server_side=True)
+    await handshake(client, server)
+    await client.send_all(b"hello")
+    await left.send_all(forged_record())
+    # One transport read takes both records; the first byte is returned.
+    assert await server.receive_some(1) == b"h"
+    with pytest.raises(trio.BrokenResourceError) as info:
+        await server.send_all(b"reply")
+    cause = info.value.__cause__
+    assert isinstance(cause, ssl.SSLError)
+    assert server.statistics().outgoing_ciphertext_bytes == 0
+    assert await alert_received_by(client) == "SSLV3_ALERT_BAD_RECORD_MAC"

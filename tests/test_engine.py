@@ -286,3 +286,9 @@ def test_nothing_to_decrypt_is_never_wrong(
         if offset >= len(wire) and not closed:
             pytest.fail("the whole stream was fed without reaching close_notify")
     assert received == expected
+
+
+def test_a_write_chunk_below_one_byte_is_refused() -> None:
+    contexts = ssl.create_default_context()
+    with pytest.raises(ValueError, match="write_chunk"):
+        TLSEngine(contexts, server_side=False, server_hostname="example.org", write_chunk=0)

@@ -261,3 +261,12 @@ async def test_streams_can_be_weakly_referenced_like_trio_sslstream() -> None:
     del client, server
     gc.collect()
     assert ref() is None and not live
+
+
+async def test_do_handshake_again_is_only_a_checkpoint() -> None:
+    client, server = tls_memory_stream_pair()
+    await handshake(client, server)
+    sent = client.statistics().ciphertext_bytes_sent
+    with trio.testing.assert_checkpoints():
+        await client.do_handshake()
+    assert client.statistics().ciphertext_bytes_sent == sent

@@ -438,10 +438,9 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         once: the caller retries its engine operation, which may now succeed,
         and a second read could wait for data that never comes.
         """
+        # Callers ask only before the transport's EOF (``_wait_for_peer``,
+        # ``receive_some``): after it, the engine operation reports it.
         engine = self._engine
-        if engine.transport_eof_seen:
-            # Retrying the engine operation will report the EOF.
-            return False
         seen = self._transport_receives
         lock = self._transport_receive_lock
         yielded = await _acquire(lock)
@@ -816,9 +815,11 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                     # Handshake data (renegotiation, post-handshake messages)
                     # the peer may be waiting for went out; ask again.
                     yielded = True
-                elif engine.transport_eof_seen:
-                    # The engine saw the EOF and still wants data: treat it
-                    # like OpenSSL's own unexpected-EOF error.
+                elif engine.transport_eof_seen:  # pragma: no cover - a guard
+                    # OpenSSL 3 reports an EOF itself (the read above raises
+                    # UNEXPECTED_EOF_WHILE_READING); should an engine still
+                    # ask for data after it, fail as OpenSSL would rather
+                    # than read again for ever.
                     data = await self._read_failed(ssl.SSLEOFError("the transport closed"))
                     break
                 elif await self._receive():
