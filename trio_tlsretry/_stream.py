@@ -805,6 +805,13 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                     data = engine.read(max_bytes)
                 except ssl.SSLError as exc:
                     data = await self._read_failed(exc)
+                if data is None and max_bytes > DEFAULT_RECEIVE_SIZE:
+                    # A caller that asks for more than a record: take what the
+                    # socket already holds in one go, before any waiting.
+                    receives = self._transport_receives
+                    data = self._top_up(b"", max_bytes) or None
+                    if data is None and receives != self._transport_receives:
+                        continue  # ciphertext, an EOF or an error came in: ask again
                 if data is not None:
                     if data and len(data) < max_bytes:
                         data = self._top_up(data, max_bytes)
