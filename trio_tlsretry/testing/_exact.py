@@ -11,7 +11,9 @@ partial sends, each a place where a test can cancel.
 
 from __future__ import annotations
 
+import contextlib
 import operator
+from collections.abc import Iterator
 
 import trio
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
@@ -74,24 +76,36 @@ class ExactProgressMemoryStream(ExactProgressStream, trio.abc.HalfCloseableStrea
         if self._outgoing.receive_closed:
             raise trio.BrokenResourceError("the receiving end was closed")
 
-    async def send_some(self, data: bytes | bytearray | memoryview) -> int:
-        """Send a prefix of ``data`` that fits the buffer; wait for room if none."""
+    @contextlib.contextmanager
+    def _sending(self) -> Iterator[None]:
+        """One send operation at a time, as trio's streams require."""
         if self._send_busy:
             raise trio.BusyResourceError("another task is sending")
         self._send_busy = True
         try:
+            yield
+        finally:
+            self._send_busy = False
+
+    async def _wait_for_room(self, *, sending: bool) -> bool:
+        """Wait until the buffer has room (at once if not ``sending``); return whether we waited."""
+        pipe = self._outgoing
+        waited = False
+        while True:
+            self._check_send()
+            if len(pipe.buffer) < pipe.capacity or not sending:
+                return waited
+            waited = True
+            await pipe.changed.park()
+
+    async def send_some(self, data: bytes | bytearray | memoryview) -> int:
+        """Send a prefix of ``data`` that fits the buffer; wait for room if none."""
+        with self._sending():
             await checkpoint_if_cancelled()
+            waited = await self._wait_for_room(sending=bool(data))
             pipe = self._outgoing
-            waited = False
-            while True:
-                self._check_send()
-                room = pipe.capacity - len(pipe.buffer)
-                if room > 0 or not data:
-                    break
-                waited = True
-                await pipe.changed.park()
             with memoryview(data) as view:
-                piece = view[:room]
+                piece = view[: pipe.capacity - len(pipe.buffer)]
                 pipe.buffer += piece
                 sent = len(piece)
             pipe.total_sent += sent
@@ -99,47 +113,30 @@ class ExactProgressMemoryStream(ExactProgressStream, trio.abc.HalfCloseableStrea
             if not waited:
                 await cancel_shielded_checkpoint()
             return sent
-        finally:
-            self._send_busy = False
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send all of ``data``; empty data still reports a closed or broken stream."""
         with memoryview(data) as view:
             empty = not view
-        if empty:
-            if self._send_busy:
-                raise trio.BusyResourceError("another task is sending")
+        if not empty:
+            await super().send_all(data)
+            return
+        with self._sending():
             await checkpoint_if_cancelled()
             self._check_send()
             await cancel_shielded_checkpoint()
-            return
-        await super().send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the buffer has room (a send operation: one task at a time)."""
-        if self._send_busy:
-            raise trio.BusyResourceError("another task is sending")
-        self._send_busy = True
-        try:
+        with self._sending():
             await checkpoint_if_cancelled()
-            pipe = self._outgoing
-            waited = False
-            while True:
-                self._check_send()
-                if len(pipe.buffer) < pipe.capacity:
-                    break
-                waited = True
-                await pipe.changed.park()
-            if not waited:
+            if not await self._wait_for_room(sending=True):
                 await cancel_shielded_checkpoint()
-        finally:
-            self._send_busy = False
 
     async def send_eof(self) -> None:
         """Signal EOF to the other end; further sends raise ``ClosedResourceError``."""
-        if self._send_busy:
-            raise trio.BusyResourceError("another task is sending")
-        await checkpoint_if_cancelled()
+        with self._sending():
+            await checkpoint_if_cancelled()
         self._outgoing.send_closed = True
         self._outgoing.wake()
         await cancel_shielded_checkpoint()
