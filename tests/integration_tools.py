@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import trio
 from hypercorn.trio import serve
+from streamtools import load_docs_example
 
 import trio_tlsretry
 from trio_tlsretry import StreamState, TLSListener, TLSStream
@@ -40,16 +39,7 @@ def version_name(version: ssl.TLSVersion) -> str:
     return {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
 
 
-def load_example(name: str) -> ModuleType:
-    """Import ``docs/examples/<name>.py`` (its ``__main__`` block does not run)."""
-    spec = importlib.util.spec_from_file_location(f"docs_example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-hypercorn_recipe = load_example("integration_hypercorn")
+hypercorn_recipe = load_docs_example("integration_hypercorn")
 
 
 class TLSStreamCensus:

@@ -8,7 +8,8 @@ import os
 import ssl
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -101,6 +102,19 @@ async def handshake(*streams: TLSStream) -> None:
     async with trio.open_nursery() as nursery:
         for stream in streams:
             nursery.start_soon(stream.do_handshake)
+
+
+@asynccontextmanager
+async def handshaken_socket_pair(
+    contexts: TLSContexts,
+) -> AsyncIterator[tuple[TLSStream[trio.SocketStream], TLSStream[trio.SocketStream]]]:
+    """A handshaken ``(client, server)`` pair over a real socketpair, closed on exit."""
+    a, b = trio.socket.socketpair()
+    client = TLSStream(trio.SocketStream(a), contexts.client, server_hostname=contexts.hostname)
+    server = TLSStream(trio.SocketStream(b), contexts.server, server_side=True)
+    async with client, server:
+        await handshake(client, server)
+        yield client, server
 
 
 async def receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
-from streamtools import handshake
+from streamtools import contexts_for, handshake, handshaken_socket_pair
 
 from trio_tlsretry import (
     StreamState,
@@ -34,10 +32,6 @@ HOSTNAME = "example.org"
 TLS12 = ssl.TLSVersion.TLSv1_2
 TLS13 = ssl.TLSVersion.TLSv1_3
 VERSIONS = [pytest.param(TLS12, id="TLS1.2"), pytest.param(TLS13, id="TLS1.3")]
-
-
-def contexts_for(version: ssl.TLSVersion) -> TLSContexts:
-    return TLSContexts(HOSTNAME, maximum_version=version)
 
 
 def forged_record(body_length: int = 64) -> bytes:
@@ -78,25 +72,13 @@ def pair_over(transports: tuple[trio.abc.Stream, trio.abc.Stream]) -> tuple[TLSS
     )
 
 
-@asynccontextmanager
-async def socket_pair(version: ssl.TLSVersion) -> AsyncIterator[tuple[TLSStream, TLSStream]]:
-    """A handshaken ``(client, server)`` pair over a real socketpair."""
-    contexts = contexts_for(version)
-    a, b = trio.socket.socketpair()
-    client = TLSStream(trio.SocketStream(a), contexts.client, server_hostname=HOSTNAME)
-    server = TLSStream(trio.SocketStream(b), contexts.server, server_side=True)
-    async with client, server:
-        await handshake(client, server)
-        yield client, server
-
-
 # ---------------------------------------------- a failure after the handshake
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("operation", ["receive_some", "unwrap"])
 async def test_a_forged_record_gets_bad_record_mac(version: ssl.TLSVersion, operation: str) -> None:
-    async with socket_pair(version) as (client, server):
+    async with handshaken_socket_pair(contexts_for(version)) as (client, server):
         await client.transport_stream.send_all(forged_record())
         failure = await tls_failure_of(server, operation)
         assert failure.reason == "DECRYPTION_FAILED_OR_BAD_RECORD_MAC"
@@ -114,7 +96,7 @@ async def test_a_forged_record_gets_bad_record_mac(version: ssl.TLSVersion, oper
 async def test_an_oversized_record_gets_record_overflow(version: ssl.TLSVersion) -> None:
     # RFC 8446 section 5.2 / RFC 5246 section 6.2.3: at most 2^14 + 256 (TLS
     # 1.3) or 2^14 + 2048 (TLS 1.2) bytes of ciphertext per record.
-    async with socket_pair(version) as (client, server):
+    async with handshaken_socket_pair(contexts_for(version)) as (client, server):
         await client.transport_stream.send_all(forged_record(2**14 + 2049))
         failure = await tls_failure_of(server, "receive_some")
         assert failure.reason == "PACKET_LENGTH_TOO_LONG"
@@ -174,7 +156,7 @@ async def test_a_cancelled_alert_flush_leaves_the_stream_broken(
 
 
 async def test_tls13_tickets_go_to_a_socket_right_after_the_handshake() -> None:
-    async with socket_pair(TLS13) as (_, server):
+    async with handshaken_socket_pair(contexts_for(TLS13)) as (_, server):
         assert server.statistics().outgoing_ciphertext_bytes == 0
         assert server.statistics().ciphertext_bytes_sent > 0
 
@@ -241,7 +223,7 @@ async def test_trio_sslstream_sends_no_alert_after_the_handshake() -> None:
 
 
 async def test_an_alert_to_a_peer_that_has_gone_does_not_hide_the_error() -> None:
-    async with socket_pair(TLS13) as (client, server):
+    async with handshaken_socket_pair(contexts_for(TLS13)) as (client, server):
         await client.transport_stream.send_all(forged_record())
         # The peer's socket is gone: the alert cannot be delivered.
         client.transport_stream.socket.close()

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
-from streamtools import handshake, receive_exactly
+from streamtools import handshaken_socket_pair, receive_exactly
 
-from trio_tlsretry import TLSStream
 from trio_tlsretry._engine import DEFAULT_WRITE_CHUNK, TLSEngine
 from trio_tlsretry._stream import DEFAULT_RECEIVE_SIZE, TRANSPORT_RECEIVE_SIZE
 from trio_tlsretry.testing import TLSContexts
@@ -36,16 +33,6 @@ RECORD_OVERHEAD = 5 + 16 + 1
 @pytest.fixture(scope="module")
 def contexts() -> TLSContexts:
     return TLSContexts(HOSTNAME, maximum_version=ssl.TLSVersion.TLSv1_3)
-
-
-@asynccontextmanager
-async def socket_pair(contexts: TLSContexts) -> AsyncIterator[tuple[TLSStream, TLSStream]]:
-    a, b = trio.socket.socketpair()
-    client = TLSStream(trio.SocketStream(a), contexts.client, server_hostname=HOSTNAME)
-    server = TLSStream(trio.SocketStream(b), contexts.server, server_side=True)
-    async with client, server:
-        await handshake(client, server)
-        yield client, server
 
 
 async def test_a_transport_read_is_no_larger_than_trios_socket_read() -> None:
@@ -78,7 +65,7 @@ async def test_a_default_receive_is_no_larger_than_trio_sslstreams(
 
 
 async def test_receive_some_without_max_bytes_returns_one_record(contexts: TLSContexts) -> None:
-    async with socket_pair(contexts) as (client, server):
+    async with handshaken_socket_pair(contexts) as (client, server):
         message = os.urandom(4 * RECORD)
         await client.send_all(message)
         first = await server.receive_some()
@@ -95,7 +82,7 @@ async def test_receive_some_without_max_bytes_returns_one_record(contexts: TLSCo
 async def test_one_transport_read_takes_at_most_transport_receive_size(
     contexts: TLSContexts,
 ) -> None:
-    async with socket_pair(contexts) as (client, server), trio.open_nursery() as nursery:
+    async with handshaken_socket_pair(contexts) as (client, server), trio.open_nursery() as nursery:
         # More than the kernel holds at once: the rest waits in send_all.
         nursery.start_soon(client.send_all, os.urandom(1024 * 1024))
         await trio.testing.wait_all_tasks_blocked()
@@ -106,7 +93,7 @@ async def test_one_transport_read_takes_at_most_transport_receive_size(
 
 
 async def test_a_huge_send_all_buffers_one_chunk_of_ciphertext(contexts: TLSContexts) -> None:
-    async with socket_pair(contexts) as (client, server):
+    async with handshaken_socket_pair(contexts) as (client, server):
         size = 64 * DEFAULT_WRITE_CHUNK
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.send_all, bytes(size))

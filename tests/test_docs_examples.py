@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import logging
 import math
 import os
@@ -30,7 +29,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 if sys.version_info >= (3, 11):
@@ -41,7 +39,7 @@ else:
 import pytest
 import trio
 import trio.testing
-from streamtools import receive_exactly, receive_until_eof
+from streamtools import load_docs_example, receive_exactly, receive_until_eof
 
 from trio_tlsretry import (
     StreamState,
@@ -58,23 +56,14 @@ HOST = "127.0.0.1"
 WAIT = 10
 
 
-def load_example(name: str) -> ModuleType:
-    """Import ``docs/examples/<name>.py`` (its ``__main__`` block does not run)."""
-    spec = importlib.util.spec_from_file_location(f"docs_example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-quickstart_client = load_example("quickstart_client")
-quickstart_server = load_example("quickstart_server")
-quickstart_retry = load_example("quickstart_retry")
-server_smallest = load_example("server_smallest")
-server_shutdown = load_example("server_shutdown")
-errors_catch = load_example("errors_catch")
-half_close = load_example("half_close")
-post_handshake_auth = load_example("post_handshake_auth")
+quickstart_client = load_docs_example("quickstart_client")
+quickstart_server = load_docs_example("quickstart_server")
+quickstart_retry = load_docs_example("quickstart_retry")
+server_smallest = load_docs_example("server_smallest")
+server_shutdown = load_docs_example("server_shutdown")
+errors_catch = load_docs_example("errors_catch")
+half_close = load_docs_example("half_close")
+post_handshake_auth = load_docs_example("post_handshake_auth")
 
 
 def test_every_example_is_included_by_a_page_and_run_by_a_test() -> None:

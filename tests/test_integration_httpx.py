@@ -24,12 +24,12 @@ from integration_tools import (
     TLSStreamCensus,
     hypercorn_recipe,
     hypercorn_serving,
-    load_example,
     tlsstream_census,
 )
+from streamtools import load_docs_example
 
 census = pytest.fixture(tlsstream_census)
-httpx_recipe = load_example("integration_httpx")
+httpx_recipe = load_docs_example("integration_httpx")
 
 HTTP_VERSIONS = [False, True]
 HTTP_VERSION_IDS = ["HTTP/1.1", "HTTP/2"]

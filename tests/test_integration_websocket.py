@@ -26,10 +26,10 @@ from integration_tools import (
     TLSStreamCensus,
     client_context,
     contexts_for,
-    load_example,
     tlsstream_census,
     version_name,
 )
+from streamtools import load_docs_example
 from trio_websocket import (
     CloseReason,
     ConnectionClosed,
@@ -42,7 +42,7 @@ from trio_websocket import (
 from trio_tlsretry.testing import TLSContexts
 
 census = pytest.fixture(tlsstream_census)
-websocket_recipe = load_example("integration_websocket")
+websocket_recipe = load_docs_example("integration_websocket")
 
 SIZES = [0, 1, 16383, 16384, 65536, 1024 * 1024, 4 * 1024 * 1024]
 Handler = Callable[[WebSocketRequest], Awaitable[None]]
