@@ -410,6 +410,97 @@ async def test_natural_retry_loop_delivers_exactly_once(
     assert bytes(received) == message + b"!"
 
 
+@version_param
+@pytest.mark.parametrize("kind", EXACT)
+async def test_both_ends_cancelled_mid_send_then_only_receiving(
+    kind: str, version: ssl.TLSVersion, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Row 9: both ends time out in a large send_all while neither reads, then
+    both only receive. Each holds the rest of a torn record the other needs,
+    and each transport is full; a receive that flushed before reading would
+    wait for ever on both sides."""
+    client, server = make_pair(kind, version)
+    await handshake(client, server)
+    # Distinct, several write chunks each, far more than the transports hold.
+    messages = {
+        client: payload(3 * DEFAULT_WRITE_CHUNK),
+        server: payload(3 * DEFAULT_WRITE_CHUNK + 1)[1:],
+    }
+    assert messages[client] != messages[server]
+
+    async def send_until_timeout(stream: TLSStream) -> None:
+        sent_before = stream.statistics().ciphertext_bytes_sent
+        with trio.move_on_after(1):
+            await stream.send_all(messages[stream])
+        stats = stream.statistics()
+        assert stats.pinned_bytes > 0, "cancelled mid-send"
+        assert stats.ciphertext_bytes_sent > sent_before, "part of it on the wire"
+        assert stats.outgoing_ciphertext_bytes > 0, "the rest queued"
+
+    async with trio.open_nursery() as nursery:
+        for stream in (client, server):
+            nursery.start_soon(send_until_timeout, stream)
+
+    received: dict[TLSStream, bytearray] = {client: bytearray(), server: bytearray()}
+    peers = {client: server, server: client}
+
+    async def receive_once(stream: TLSStream) -> None:
+        received[stream] += await stream.receive_some()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for stream in (client, server):
+                nursery.start_soon(receive_once, stream)
+
+    async def finish(stream: TLSStream) -> None:
+        # The documented retry (the same object), while reading the rest.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.send_all, messages[stream])
+            expected = len(messages[peers[stream]])
+            while len(received[stream]) < expected:
+                received[stream] += await stream.receive_some()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for stream in (client, server):
+                nursery.start_soon(finish, stream)
+    for stream in (client, server):
+        assert received[stream] == messages[peers[stream]], "each byte exactly once"
+        assert stream.statistics().state is StreamState.OPEN
+
+
+@pytest.mark.parametrize("kind", EXACT)
+async def test_a_receive_cancelled_while_flushing_and_reading_raises_plain_cancelled(
+    kind: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Row 9's receive waits on two things at once; cancelling it still raises
+    ``trio.Cancelled`` itself (never wrapped in an ExceptionGroup) and loses
+    nothing."""
+    client, server = make_pair(kind, ssl.TLSVersion.TLSv1_3)
+    await handshake(client, server)
+    message = payload(3 * DEFAULT_WRITE_CHUNK)
+    with trio.move_on_after(1):
+        await client.send_all(message)
+    assert client.statistics().outgoing_ciphertext_bytes > 0
+    caught = None
+    with trio.move_on_after(1):
+        try:
+            await client.receive_some()  # the server neither reads nor sends
+        except BaseException as exc:
+            caught = exc
+            raise
+    assert type(caught) is trio.Cancelled
+    assert client.statistics().state is StreamState.OPEN
+    # Nothing lost: the retry completes and the server gets every byte once.
+    peer = Peer(server)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.run)
+        await client.send_all(message)
+        await peer.wait_for(len(message))
+        nursery.cancel_scope.cancel()
+    assert bytes(peer.received) == message
+
+
 @pytest.mark.parametrize("kind", ["exact", "socket", "memory"])
 async def test_every_operation_is_a_checkpoint_and_a_cancelled_start_does_nothing(
     kind: str,

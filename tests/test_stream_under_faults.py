@@ -106,6 +106,35 @@ def transport_cause(exc: BaseException) -> BaseException:
 # Resets.
 
 
+@pytest.mark.parametrize("fails", ["receive", "send"])
+async def test_reset_while_a_receive_both_flushes_and_reads(
+    fails: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A receive that must flush a torn record while it also reads (see
+    ``test_cancellation.py::test_both_ends_cancelled_mid_send_then_only_receiving``):
+    a reset on either side of the transport ends it with one plain
+    BrokenResourceError carrying the reset, never an ExceptionGroup."""
+    failing = Recorder(FailingStream)
+    client, server = pair(TLS13, wrap_client=failing, transport="exact")
+    with trio.fail_after(DEADLINE):
+        await handshake(client, server)
+        with trio.move_on_after(1):
+            await client.send_all(payload(200_000))  # the server does not read
+        assert client.statistics().outgoing_ciphertext_bytes > 0
+        if fails == "receive":
+            failing.stream.fail_after_received = failing.stream.bytes_received
+        else:
+            failing.stream.fail_after_sent = failing.stream.bytes_sent
+        caught = None
+        try:
+            await client.receive_some()
+        except BaseException as exc:
+            caught = exc
+    assert type(caught) is trio.BrokenResourceError
+    assert isinstance(transport_cause(caught).__cause__, ConnectionResetError)
+    assert client.statistics().state is StreamState.BROKEN
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_reset_mid_record_on_receive(
     version: ssl.TLSVersion, autojump_clock: trio.testing.MockClock

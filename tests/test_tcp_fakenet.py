@@ -193,6 +193,16 @@ async def test_every_operation_is_a_checkpoint_over_fake_sockets() -> None:
     await contract.test_every_operation_is_a_checkpoint_and_a_cancelled_start_does_nothing(FAKENET)
 
 
+@pytest.mark.usefixtures("fakenet_transport")
+@version_param
+async def test_both_ends_cancelled_then_only_receiving_over_fake_sockets(
+    version: ssl.TLSVersion, autojump_clock: trio.testing.MockClock
+) -> None:
+    await contract.test_both_ends_cancelled_mid_send_then_only_receiving(
+        FAKENET, version, autojump_clock
+    )
+
+
 # ------------------------------------------------------ TLS over TCP
 
 

@@ -416,10 +416,10 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 return
             engine.consume_outgoing(sent)
 
-    async def _flush_if_needed(self) -> bool:
-        """Flush handshake bytes the peer may be waiting for; return whether we did.
+    async def _flush_if_needed(self) -> None:
+        """Flush handshake bytes the peer may be waiting for (the client's Finished).
 
-        Used on paths that are not sending application data. If another task
+        Used at the end of a handshake. If another task
         holds the send lock, it drains the whole queue (ours included) and we
         must not wait for it: its send may be blocked until the peer reads,
         while the peer is blocked until we read (full duplex over a bounded
@@ -427,8 +427,67 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         """
         if self._engine.must_flush_before_receiving() and not self._transport_send_lock.locked:
             await self._flush(only_awaited=True)
-            return True
-        return False
+
+    async def _flush_or_receive(self) -> None:
+        """Before waiting for the peer: flush what it may wait for, or take what it sent.
+
+        A receiver must not wait for the peer while the peer may be waiting
+        for our queued bytes (the rest of a record a cancelled ``send_all``
+        tore, a KeyUpdate's answer). But the peer may be in the same place:
+        both ends cancelled a large ``send_all`` and now only receive, each
+        with the rest of a torn record queued and each transport full because
+        neither end reads. A receiver that only flushed would wait for ever
+        on both sides. So, when the flush would have to wait, we also read:
+        whichever finishes first ends the other, and the caller asks the
+        engine again (new ciphertext may hold plaintext to return; the
+        unflushed rest stays queued and is offered again before the next
+        wait, or sent by the next ``send_all``).
+
+        A socket takes what it can without waiting first; usually that is
+        everything and no second task is needed. Ending the flush early
+        needs a transport whose sends are exact (a cancelled one sent
+        nothing); over any other, ending it would break the stream, so there
+        we only flush.
+        """
+        self._push_without_waiting()
+        if not self._engine.must_flush_before_receiving():
+            return
+        if not self._transport_io.exact_sends:
+            await self._flush(only_awaited=True)
+            return
+        # The reader and the flush each end the other through the nursery's
+        # scope. Neither lets an exception out of its task, so a caller's
+        # cancellation reaches the caller as a plain ``Cancelled``, never
+        # wrapped in an ExceptionGroup; ``failure`` carries what must be
+        # raised once both are done.
+        failure: BaseException | None = None
+
+        async def receive_meanwhile() -> None:
+            nonlocal failure
+            try:
+                await self._receive()
+            except trio.Cancelled:
+                # Ours (the flush finished), or the caller's, which the flush
+                # meets too and reports.
+                return
+            except BaseException as exc:
+                failure = exc
+            scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            scope = nursery.cancel_scope
+            nursery.start_soon(receive_meanwhile)
+            try:
+                await self._flush(only_awaited=True)
+            except trio.Cancelled as exc:
+                if not scope.cancel_called:
+                    failure = exc  # the caller's cancellation
+            except BaseException as exc:
+                if failure is None:
+                    failure = exc
+            scope.cancel()
+        if failure is not None:
+            raise failure
 
     async def _receive(self) -> bool:
         """Move one transport read of ciphertext into the engine.
@@ -558,8 +617,9 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         await checkpoint_if_cancelled()
         self._check_usable()
         yielded = await self._ensure_handshake()
-        if await self._flush_if_needed():
-            yielded = True
+        # A flush over a socket may finish without waiting, so it does not
+        # count as the call's checkpoint.
+        await self._flush_if_needed()
         if not yielded:
             await cancel_shielded_checkpoint()
 
@@ -818,10 +878,13 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                     if len(self._plaintext_drained):
                         self._plaintext_drained.unpark_all()
                     break
-                if await self._flush_if_needed():
-                    # Handshake data (renegotiation, post-handshake messages)
-                    # the peer may be waiting for went out; ask again.
-                    yielded = True
+                if engine.must_flush_before_receiving() and not self._transport_send_lock.locked:
+                    # Bytes the peer may be waiting for (a KeyUpdate's
+                    # answer, the rest of a torn record): they go out, or
+                    # the peer's bytes come in, before we wait; ask again.
+                    # (If another task holds the send lock, it is sending
+                    # them: see ``_flush_if_needed``.)
+                    await self._flush_or_receive()
                 elif engine.transport_eof_seen:  # pragma: no cover - a guard
                     # OpenSSL 3 reports an EOF itself (the read above raises
                     # UNEXPECTED_EOF_WHILE_READING); should an engine still

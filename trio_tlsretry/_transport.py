@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from abc import abstractmethod
+from typing import ClassVar
 
 import trio
 
@@ -81,6 +82,11 @@ class TransportIO:
 
     __slots__ = ("busy_poll", "torn_by", "transport")
 
+    #: Whether every send reports exactly what it took, so that cancelling
+    #: one part-way leaves nothing unaccounted for (not so for a plain
+    #: stream's ``send_all``).
+    exact_sends: ClassVar[bool] = False
+
     def __init__(self, transport: trio.abc.Stream) -> None:
         self.transport = transport
         #: How long a receive may poll before blocking; kept for every
@@ -127,6 +133,7 @@ class _ExactProgressIO(TransportIO):
     """An :class:`ExactProgressStream`: every send reports what it sent."""
 
     __slots__ = ("_send_some",)
+    exact_sends = True
 
     def __init__(self, transport: ExactProgressStream) -> None:
         super().__init__(transport)
@@ -170,6 +177,7 @@ class _OSSocketIO(TransportIO):
     """
 
     __slots__ = ("_socket",)
+    exact_sends = True
 
     def __init__(self, transport: trio.SocketStream) -> None:
         super().__init__(transport)
@@ -273,6 +281,7 @@ class _SocketMethodsIO(TransportIO):
     """
 
     __slots__ = ("_socket",)
+    exact_sends = True
 
     def __init__(self, transport: trio.SocketStream) -> None:
         super().__init__(transport)
