@@ -452,7 +452,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         self._push_without_waiting()
         if not self._engine.must_flush_before_receiving():
             return
-        if not self._transport_io.exact_sends:
+        if not self._transport_io.exact_sends or self._engine.transport_eof_seen:
+            # (After the transport's EOF there is nothing more to read.)
             await self._flush(only_awaited=True)
             return
         # The reader and the flush each end the other through the nursery's
