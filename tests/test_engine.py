@@ -208,6 +208,36 @@ def test_deferred_session_tickets_only_until_something_else_is_queued() -> None:
     assert read_all(client) == b"hello"
 
 
+@pytest.mark.parametrize(
+    "version, last", [(ssl.TLSVersion.TLSv1_2, "server"), (ssl.TLSVersion.TLSv1_3, "client")]
+)
+def test_handshake_bytes_unsent_counts_only_the_last_flight(
+    version: ssl.TLSVersion, last: str
+) -> None:
+    """The side whose handshake ends with a flight (TLS 1.2: the server's
+    Finished; TLS 1.3: the client's) counts that flight, and only it."""
+    contexts = cached_contexts(version)
+    client = TLSEngine(contexts.client, server_side=False, server_hostname="example.org")
+    server = TLSEngine(contexts.server, server_side=True, server_hostname=None)
+    engine = client if last == "client" else server
+    while not engine.do_handshake():
+        assert engine.handshake_bytes_unsent == 0  # counted only once it is done
+        (server if engine is client else client).do_handshake()
+        shuttle(client, server)
+    flight = engine.outgoing_ciphertext_bytes
+    assert flight > 0
+    assert engine.handshake_bytes_unsent == flight
+    engine.consume_outgoing(len(engine.outgoing_head()) - 1)
+    assert engine.handshake_bytes_unsent == 1
+    # Application data queued behind it never counts.
+    engine.pin(b"m", b"x" * 1000)
+    assert engine.write_pinned_chunk()
+    assert engine.handshake_bytes_unsent == 1
+    engine.consume_outgoing(1)
+    assert engine.handshake_bytes_unsent == 0
+    assert engine.has_outgoing()
+
+
 def test_read_reports_close_notify_after_pending_plaintext() -> None:
     client, server = engine_pair()
     client.pin(b"m", b"last words")

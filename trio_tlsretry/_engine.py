@@ -76,6 +76,7 @@ class TLSEngine:
     __slots__ = (
         "_deferred_error",
         "_flush_mark",
+        "_handshake_end",
         "_head",
         "_incoming",
         "_outgoing",
@@ -135,6 +136,8 @@ class TLSEngine:
         # Where the last ciphertext the peer may be waiting for ends, counted
         # in bytes of the whole outgoing stream (see ``_note_output``).
         self._flush_mark = 0
+        # Where the handshake's own output ends in the ciphertext stream.
+        self._handshake_end = 0
         # Ciphertext produced so far (sent or queued), at the last _note_output.
         self._produced = 0
         # Created on first use: most connections never need it.
@@ -181,6 +184,16 @@ class TLSEngine:
         transport (python-trio/trio#819).
         """
         return self.ciphertext_bytes_sent < self._flush_mark
+
+    @property
+    def handshake_bytes_unsent(self) -> int:
+        """How much of the handshake's last flight the transport has not taken.
+
+        Non-zero only when the flush that should have followed the handshake
+        was cancelled (or left to another task): the peer's handshake waits
+        for these bytes. Whatever was queued after them is not counted.
+        """
+        return max(0, self._handshake_end - self.ciphertext_bytes_sent)
 
     @property
     def bytes_before_flush_mark(self) -> int:
@@ -246,6 +259,7 @@ class TLSEngine:
         # Finished except its NewSessionTicket messages. They may wait.
         tickets_only = self.ssl_object.server_side and self._tls13 and queue_was_empty
         self._note_output(peer_may_wait=not tickets_only)
+        self._handshake_end = self._flush_mark
         return True
 
     @property

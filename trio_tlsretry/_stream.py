@@ -365,9 +365,10 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
 
     def _release_transport_send_lock(self) -> None:
         self._transport_send_lock.release()
-        # A receiver may have skipped flushing its handshake bytes because we
-        # held the lock (see ``_flush_if_needed``). If they are still queued,
-        # interrupt its transport read so it comes back and flushes them.
+        # A receiver may have skipped flushing bytes the peer waits for
+        # because we held the lock (``receive_some``,
+        # ``_flush_handshake_flight``). If they are still queued, interrupt
+        # its transport read so it comes back and flushes them.
         receive_scope = self._receive_scope
         if receive_scope is not None and self._engine.must_flush_before_receiving():
             receive_scope.cancel()
@@ -416,16 +417,22 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 return
             engine.consume_outgoing(sent)
 
-    async def _flush_if_needed(self) -> None:
-        """Flush handshake bytes the peer may be waiting for (the client's Finished).
+    async def _flush_handshake_flight(self) -> None:
+        """Send the handshake's last flight if it has not gone out (the client's Finished).
 
-        Used at the end of a handshake. If another task
-        holds the send lock, it drains the whole queue (ours included) and we
-        must not wait for it: its send may be blocked until the peer reads,
-        while the peer is blocked until we read (full duplex over a bounded
-        transport). If that task stops early, ``_flush`` wakes any receiver.
+        Used when a handshake completes and by every ``do_handshake``, which
+        may follow one whose flush was cancelled. Only the handshake's own
+        bytes decide: with those out, application data queued after them
+        (the rest of a record a cancelled ``send_all`` tore) is left to the
+        next send or receive, which know how to wait for it
+        (``_flush_or_receive``); a ``do_handshake`` on a finished handshake
+        sends nothing. If another task holds the send lock, it drains the
+        whole queue (ours included) and we must not wait for it: its send may
+        be blocked until the peer reads, while the peer is blocked until we
+        read (full duplex over a bounded transport). If that task stops
+        early, ``_flush`` wakes any receiver.
         """
-        if self._engine.must_flush_before_receiving() and not self._transport_send_lock.locked:
+        if self._engine.handshake_bytes_unsent and not self._transport_send_lock.locked:
             await self._flush(only_awaited=True)
 
     async def _flush_or_receive(self) -> None:
@@ -437,14 +444,15 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         both ends cancelled a large ``send_all`` and now only receive, each
         with the rest of a torn record queued and each transport full because
         neither end reads. A receiver that only flushed would wait for ever
-        on both sides. So, when the flush would have to wait, we also read:
-        whichever finishes first ends the other, and the caller asks the
+        on both sides. So we also read while we flush: whichever finishes
+        first ends the other, and the caller asks the
         engine again (new ciphertext may hold plaintext to return; the
         unflushed rest stays queued and is offered again before the next
         wait, or sent by the next ``send_all``).
 
-        A socket takes what it can without waiting first; usually that is
-        everything and no second task is needed. Ending the flush early
+        An operating-system socket takes what it can without waiting first;
+        usually that is everything and no second task is needed (other
+        transports have no way to try, so they always get the second task). Ending the flush early
         needs a transport whose sends are exact (a cancelled one sent
         nothing); over any other, ending it would break the stream, so there
         we only flush.
@@ -472,7 +480,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 # meets too and reports.
                 return
             except BaseException as exc:
-                failure = exc
+                if failure is None:
+                    failure = exc
             scope.cancel()
 
         async with trio.open_nursery() as nursery:
@@ -519,10 +528,10 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                     # blocks (:attr:`busy_poll`).
                     yielded = True
                     if engine.must_flush_before_receiving():
-                        # Handshake bytes the peer may wait for sit behind a
-                        # send that holds the transport (``_flush_if_needed``
-                        # skipped them). If that send stops early, ``_flush``
-                        # cancels this scope so we come back and send them.
+                        # Bytes the peer may wait for sit behind a send that
+                        # holds the transport (the receiver skipped them). If
+                        # that send stops early, ``_flush`` cancels this
+                        # scope so we come back and send them.
                         # Only then: a CancelScope costs more than a small
                         # record's whole TLS work.
                         with trio.CancelScope() as scope:
@@ -585,7 +594,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                     # only receives can then resume its session.
                     self._push_without_waiting()
                     # The client's Finished: the server waits for it.
-                    await self._flush_if_needed()
+                    await self._flush_handshake_flight()
                     return True
                 # Our flight first: the peer cannot answer what it has not
                 # seen. Then one transport read, and ask the engine again.
@@ -620,7 +629,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         yielded = await self._ensure_handshake()
         # A flush over a socket may finish without waiting, so it does not
         # count as the call's checkpoint.
-        await self._flush_if_needed()
+        await self._flush_handshake_flight()
         if not yielded:
             await cancel_shielded_checkpoint()
 
@@ -884,7 +893,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                     # answer, the rest of a torn record): they go out, or
                     # the peer's bytes come in, before we wait; ask again.
                     # (If another task holds the send lock, it is sending
-                    # them: see ``_flush_if_needed``.)
+                    # them; should it stop early, ``_flush`` wakes our read.)
                     await self._flush_or_receive()
                 elif engine.transport_eof_seen:  # pragma: no cover - a guard
                     # OpenSSL 3 reports an EOF itself (the read above raises
