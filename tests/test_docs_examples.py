@@ -7,7 +7,7 @@ that vanish mid-connection (before, during and after the handshake, with a
 FIN or a reset, while the server is sending) and must go on serving the next
 client. Every example must be included by a page and run by some test; an
 example of another page may be run by that page's own test module.
-(``tests/test_docs_example.py`` is the example of docs/testing.rst, itself a
+(``tests/test_testing_guide_example.py`` is the example of docs/testing.rst, itself a
 test module; the two code blocks of docs/beyond.rst that ``tests/test_info.py``
 runs stay inline there.)
 """
