@@ -445,17 +445,17 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         with the rest of a torn record queued and each transport full because
         neither end reads. A receiver that only flushed would wait for ever
         on both sides. So we also read while we flush: whichever finishes
-        first ends the other, and the caller asks the
-        engine again (new ciphertext may hold plaintext to return; the
-        unflushed rest stays queued and is offered again before the next
-        wait, or sent by the next ``send_all``).
+        first ends the other, and the caller asks the engine again (new
+        ciphertext may hold plaintext to return; the unflushed rest stays
+        queued and is offered again before the next wait, or sent by the
+        next ``send_all``).
 
         An operating-system socket takes what it can without waiting first;
         usually that is everything and no second task is needed (other
-        transports have no way to try, so they always get the second task). Ending the flush early
-        needs a transport whose sends are exact (a cancelled one sent
-        nothing); over any other, ending it would break the stream, so there
-        we only flush.
+        transports have no way to try, so they always get the second task).
+        Ending the flush early needs a transport whose sends are exact (a
+        cancelled one sent nothing); over any other, ending it would break
+        the stream, so there we only flush.
         """
         self._push_without_waiting()
         if not self._engine.must_flush_before_receiving():
