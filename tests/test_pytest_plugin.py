@@ -44,6 +44,8 @@ FIXTURE_USER = """
     import trustme
     from trio_tlsretry import TLSStream
 
+    from trio_tlsretry.testing import ExactProgressMemoryStream
+
     def test_contexts(tls_ca, tls_server_context, tls_client_context, tls_contexts):
         assert isinstance(tls_ca, trustme.CA)
         assert tls_contexts.ca is tls_ca
@@ -57,6 +59,13 @@ FIXTURE_USER = """
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.send_all, b"hi")
             assert await server.receive_some() == b"hi"
+
+    async def test_exact_pair(tls_exact_stream_pair):
+        client, server = tls_exact_stream_pair
+        assert isinstance(client.transport_stream, ExactProgressMemoryStream)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_all, b"hi")
+            assert await server.receive_some() == b"hi"
 """
 
 
@@ -66,7 +75,7 @@ def test_plugin_fixtures_load_through_the_entry_point(tmp_path: Path) -> None:
     (tmp_path / "test_user.py").write_text(textwrap.dedent(FIXTURE_USER))
     result = run_pytest(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout
+    assert "3 passed" in result.stdout
 
 
 FAKE_NETWORK_USER = """
@@ -89,6 +98,32 @@ def test_the_fake_tcp_network_fixture_comes_from_the_plugin(tmp_path: Path) -> N
     result = run_pytest(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+HANG_USER = """
+    import trio
+
+    async def wait_for_the_reply(stream):
+        return await stream.receive_some()
+
+    async def test_forgot_the_timeout(hang_guard, autojump_clock, tls_exact_stream_pair):
+        client, server = tls_exact_stream_pair
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.receive_some)
+            await wait_for_the_reply(client)
+
+    async def test_finishes(hang_guard, autojump_clock):
+        await trio.sleep(599)
+"""
+
+
+def test_the_hang_guard_fixture_fails_a_hanging_test_with_a_report(tmp_path: Path) -> None:
+    (tmp_path / "test_user.py").write_text(textwrap.dedent(HANG_USER))
+    result = run_pytest(tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 failed, 1 passed" in result.stdout
+    assert "HangError: nothing could run for 600 s of the autojump clock" in result.stdout
+    assert "in wait_for_the_reply: return await stream.receive_some()" in result.stdout
 
 
 def test_plugin_does_not_break_unrelated_suites_without_trustme(tmp_path: Path) -> None:

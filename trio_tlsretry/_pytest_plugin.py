@@ -18,9 +18,11 @@ import pytest
 try:
     from trio_tlsretry.testing._fixtures import (
         fake_tcp_network,
+        hang_guard,
         tls_ca,
         tls_client_context,
         tls_contexts,
+        tls_exact_stream_pair,
         tls_server_context,
         tls_stream_pair,
     )
@@ -37,6 +39,8 @@ except ImportError as exc:
         return fixture
 
     fake_tcp_network = _unavailable("fake_tcp_network")
+    hang_guard = _unavailable("hang_guard")
+    tls_exact_stream_pair = _unavailable("tls_exact_stream_pair")
     tls_contexts = _unavailable("tls_contexts")
     tls_ca = _unavailable("tls_ca")
     tls_server_context = _unavailable("tls_server_context")
@@ -45,9 +49,11 @@ except ImportError as exc:
 
 __all__ = [
     "fake_tcp_network",
+    "hang_guard",
     "tls_ca",
     "tls_client_context",
     "tls_contexts",
+    "tls_exact_stream_pair",
     "tls_server_context",
     "tls_stream_pair",
 ]

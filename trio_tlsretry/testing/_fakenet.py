@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConnectAttempt",
+    "ConnectionSide",
     "FakeHost",
     "FakeTCPConnection",
     "FakeTCPNetwork",
@@ -64,7 +65,10 @@ SOCK_STREAM = stdlib_socket.SOCK_STREAM
 
 #: An IPv4 ``(host, port)`` or IPv6 ``(host, port, flowinfo, scope_id)`` address.
 SocketAddress = tuple[str, int] | tuple[str, int, int, int]
-Side = Literal["client", "server"]
+#: One end of a :class:`FakeTCPConnection`: ``"client"`` (the socket that
+#: connected) or ``"server"`` (the socket that accepted). Not the same thing
+#: as :data:`~trio_tlsretry.testing.Direction` of the fault wrappers.
+ConnectionSide = Literal["client", "server"]
 # One getaddrinfo entry, as trio.abc.HostnameResolver declares it.
 _AddrInfo: TypeAlias = (
     tuple[
@@ -130,23 +134,32 @@ def _encode_name(name: str | bytes) -> str:
 
 @dataclass(frozen=True)
 class FakeHost:
-    """A named machine on a :class:`FakeTCPNetwork`."""
+    """A named machine on a :class:`FakeTCPNetwork` (made by :meth:`FakeTCPNetwork.add_host`).
 
-    #: The name as Trio's resolver sees it (IDNA A-labels, lower case).
+    Attributes:
+      name: the name as Trio's resolver sees it (IDNA 2008 A-labels, lower
+        case): ``"faß.example"`` is ``"xn--fa-hia.example"``.
+      addresses: its IP addresses, in the order :func:`trio.socket.getaddrinfo`
+        returns them.
+    """
+
     name: str
-    #: Its addresses, in the order :func:`trio.socket.getaddrinfo` returns them.
     addresses: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class ConnectAttempt:
-    """One ``connect`` on the network, in the order they ended."""
+    """One ``connect`` on the network (:attr:`FakeTCPNetwork.attempts` lists them as they end).
 
-    #: The address connected to.
+    Attributes:
+      destination: the address connected to: ``(host, port)`` for IPv4,
+        ``(host, port, flowinfo, scope_id)`` for IPv6.
+      outcome: how it ended: ``"connected"``, ``"refused"`` (nothing
+        listening), ``"unreachable"`` (no host has the address),
+        ``"timed out"`` (blackholed) or ``"cancelled"``.
+    """
+
     destination: SocketAddress
-    #: ``"connected"``, ``"refused"`` (nothing listening), ``"unreachable"``
-    #: (no host has the address), ``"timed out"`` (blackholed) or
-    #: ``"cancelled"``.
     outcome: Literal["connected", "refused", "unreachable", "timed out", "cancelled"]
 
 
@@ -246,6 +259,17 @@ class FakeTCPConnection:
     :meth:`FakeTCPNetwork.socketpair`), before any byte flows, and passed to
     :attr:`FakeTCPNetwork.on_connect`. The *client* is the side that
     connected, the *server* the side that accepted.
+
+    Attributes:
+      client_address: the client's address (``getsockname()`` of the
+        connecting socket).
+      server_address: the address connected to (``getpeername()`` of the
+        client).
+      was_reset: whether the connection was reset (by a fault, or by a close
+        with unread data).
+      client_closed: whether the client's socket was closed.
+      server_closed: whether the server's socket was closed (also when a
+        listener closed before accepting it).
     """
 
     def __init__(
@@ -255,19 +279,12 @@ class FakeTCPConnection:
         send_buffer: int,
         latency: float,
     ) -> None:
-        #: The client's address (``getsockname()`` of the connecting socket).
         self.client_address = client_address
-        #: The address connected to (``getpeername()`` of the client).
         self.server_address = server_address
         self._to_server = _Pipe(send_buffer, latency)
         self._to_client = _Pipe(send_buffer, latency)
-        #: Whether the connection was reset (by a fault, or by a close with
-        #: unread data).
         self.was_reset = False
-        #: Whether the client's socket was closed.
         self.client_closed = False
-        #: Whether the server's socket was closed (also when a listener closed
-        #: before accepting it).
         self.server_closed = False
 
     def __repr__(self) -> str:
@@ -317,7 +334,7 @@ class FakeTCPConnection:
     def _pipes(self) -> tuple[_Pipe, _Pipe]:
         return self._to_server, self._to_client
 
-    def _pipe_from(self, sender: Side) -> _Pipe:
+    def _pipe_from(self, sender: ConnectionSide) -> _Pipe:
         if sender == "client":
             return self._to_server
         if sender == "server":
@@ -338,12 +355,17 @@ class FakeTCPConnection:
                 pipe.writer_error = errno.ECONNRESET
             pipe.wake()
 
-    def reset_after(self, sender: Side, nbytes: int) -> None:
+    def reset_after(self, sender: ConnectionSide, nbytes: int) -> None:
         """Reset the connection once ``sender`` has sent ``nbytes`` bytes in all.
 
         The send that reaches the count takes only the bytes up to it; the
         peer reads them and then gets the reset. If ``sender`` already sent
         that much, the reset happens now.
+
+        Args:
+          sender: ``"client"`` (the side that connected) or ``"server"`` (the
+            side that accepted).
+          nbytes: how many bytes ``sender`` sends before the reset.
         """
         pipe = self._pipe_from(sender)
         _check_count(nbytes)
@@ -351,12 +373,17 @@ class FakeTCPConnection:
         if len(pipe.sent) >= nbytes:
             self.reset()
 
-    def eof_after(self, sender: Side, nbytes: int) -> None:
+    def eof_after(self, sender: ConnectionSide, nbytes: int) -> None:
         """The peer of ``sender`` sees EOF after ``nbytes`` bytes of it.
 
         Models a connection cut short in one direction: ``sender``'s later
         bytes are taken and dropped (its sends keep succeeding, and
         :attr:`client_sent`/:attr:`server_sent` still record them).
+
+        Args:
+          sender: ``"client"`` (the side that connected) or ``"server"`` (the
+            side that accepted).
+          nbytes: how many bytes of ``sender`` the peer reads before EOF.
         """
         pipe = self._pipe_from(sender)
         _check_count(nbytes)

@@ -48,13 +48,19 @@ __all__ = [
     "ChunkedStream",
     "CorruptingStream",
     "DelayedStream",
+    "Direction",
     "FailingStream",
     "FaultStream",
     "InjectingStream",
 ]
 
 _F = TypeVar("_F", bound="FaultStream")
-Side = Literal["send", "receive"]
+
+#: Which direction of a wrapper a fault applies to: ``"receive"`` (what the
+#: wrapper's ``receive_some`` returns) or ``"send"`` (what the wrapper hands to
+#: the wrapped stream). Not the same thing as
+#: :data:`~trio_tlsretry.testing.ConnectionSide` of the fake network.
+Direction = Literal["receive", "send"]
 
 
 def _check_size(name: str, value: int | None) -> None:
@@ -85,6 +91,9 @@ class FaultStream(trio.abc.HalfCloseableStream):
     ``ExactProgressStream``: its ``send_some`` sends a prefix and sends
     nothing when cancelled, exactly like the wrapped stream.
 
+    Every wrapper has the read-only attributes :attr:`transport_stream`,
+    :attr:`bytes_sent` and :attr:`bytes_received`.
+
     Args:
       transport_stream: the stream to wrap. ``send_eof`` is forwarded if it is
         a :class:`trio.abc.HalfCloseableStream`.
@@ -98,15 +107,27 @@ class FaultStream(trio.abc.HalfCloseableStream):
         return object.__new__(cls)
 
     def __init__(self, transport_stream: trio.abc.Stream) -> None:
-        #: The wrapped stream.
-        self.transport_stream = transport_stream
-        #: Bytes of the caller's data accepted by the send side so far.
-        self.bytes_sent = 0
-        #: Bytes returned by :meth:`receive_some` so far.
-        self.bytes_received = 0
+        self._transport_stream = transport_stream
+        self._bytes_sent = 0
+        self._bytes_received = 0
         self._closed = False
         self._send_conflict = ConflictDetector("another task is sending on this stream")
         self._receive_conflict = ConflictDetector("another task is receiving on this stream")
+
+    @property
+    def transport_stream(self) -> trio.abc.Stream:
+        """The wrapped stream."""
+        return self._transport_stream
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes of the caller's data the send side has accepted so far."""
+        return self._bytes_sent
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes :meth:`receive_some` has returned so far."""
+        return self._bytes_received
 
     # -------------------------------------------------------------- hooks
 
@@ -144,7 +165,7 @@ class FaultStream(trio.abc.HalfCloseableStream):
                 self._check_open()
                 piece = await self._send_piece(view[sent:])
                 sent += piece
-                self.bytes_sent += piece
+                self._bytes_sent += piece
 
     async def wait_send_all_might_not_block(self) -> None:
         """Forwarded to the wrapped stream."""
@@ -174,7 +195,7 @@ class FaultStream(trio.abc.HalfCloseableStream):
         with self._receive_conflict:
             self._check_open()
             data = await self._receive(max_bytes)
-            self.bytes_received += len(data)
+            self._bytes_received += len(data)
             return data
 
     async def aclose(self) -> None:
@@ -201,7 +222,7 @@ class _ExactSend(FaultStream, ExactProgressStream):
                 await checkpoint()
                 return 0
             sent = await self._send_piece(view)
-            self.bytes_sent += sent
+            self._bytes_sent += sent
             return sent
 
 
@@ -239,6 +260,10 @@ class ChunkedStream(FaultStream):
         stream in one call (``None``: all at once). Over an
         ``ExactProgressStream`` every piece is a separate cancel-atomic
         ``send_some``.
+
+    Attributes:
+      receive_size: as the argument; may be changed at any time.
+      send_size: as the argument; may be changed at any time.
     """
 
     def __init__(
@@ -284,6 +309,10 @@ class DelayedStream(FaultStream):
         (once per piece: one per ``send_some`` over an exact-progress
         transport).
       receive_delay: seconds to wait before each ``receive_some``.
+
+    Attributes:
+      send_delay: as the argument; may be changed at any time.
+      receive_delay: as the argument; may be changed at any time.
     """
 
     def __init__(
@@ -335,6 +364,13 @@ class FailingStream(FaultStream):
       error: makes the exception to raise instead, for example
         ``lambda: OSError(errno.EPIPE, "broken pipe")`` to imitate a transport
         that leaks ``OSError`` (called once per failing operation).
+
+    Attributes:
+      fail_after_sent: as the argument; may be changed until it is reached.
+      fail_after_received: as the argument; may be changed until it is
+        reached.
+      error: as the argument.
+      failed: whether the stream has failed (set by :meth:`fail_now` too).
     """
 
     def __init__(
@@ -351,7 +387,6 @@ class FailingStream(FaultStream):
         self.fail_after_sent = fail_after_sent
         self.fail_after_received = fail_after_received
         self.error = error
-        #: Whether the stream has failed.
         self.failed = False
         self._scopes: set[trio.CancelScope] = set()
 
@@ -413,17 +448,13 @@ class FailingStream(FaultStream):
 class _Tamper(FaultStream):
     """Shared bookkeeping: one side, an offset in that side's byte stream."""
 
-    def __init__(self, transport_stream: trio.abc.Stream, offset: int, side: Side) -> None:
+    def __init__(self, transport_stream: trio.abc.Stream, offset: int, side: Direction) -> None:
         _check_side(side)
         if offset < 0:
             raise ValueError("offset must be >= 0")
         super().__init__(transport_stream)
-        #: Where the fault happens, counted in bytes of the chosen side. May be
-        #: changed until the stream reaches it (for instance to a position
-        #: just after the handshake: ``wrapper.offset = wrapper.bytes_received``).
         self.offset = offset
-        #: Which direction is tampered with: ``"send"`` or ``"receive"``.
-        self.side: Side = side
+        self.side: Direction = side
 
 
 class CorruptingStream(_Tamper):
@@ -446,6 +477,14 @@ class CorruptingStream(_Tamper):
       replacement: bytes written over the stream from ``offset`` on.
       side: ``"receive"`` (default) damages what ``receive_some`` returns,
         ``"send"`` damages what reaches the wrapped stream.
+
+    Attributes:
+      offset: where the damage starts, counted in bytes of the ``side``
+        direction. May be changed until the stream reaches it, for instance
+        to just after the handshake: ``wrapper.offset = wrapper.bytes_received``.
+      side: ``"receive"`` or ``"send"``, as the argument.
+      xor: as the argument.
+      replacement: as the argument.
     """
 
     def __init__(
@@ -455,7 +494,7 @@ class CorruptingStream(_Tamper):
         offset: int,
         xor: int = 0xFF,
         replacement: bytes | None = None,
-        side: Side = "receive",
+        side: Direction = "receive",
     ) -> None:
         if replacement is None and not 0 < xor < 256:
             raise ValueError("xor must be in 1..255")
@@ -508,7 +547,13 @@ class InjectingStream(_Tamper):
       offset: how many bytes of the original stream come before the
         injected ones.
       data: the bytes to insert (non-empty).
-      side: ``"receive"`` (default) or ``"send"``.
+      side: ``"receive"`` (default) splices them into what ``receive_some``
+        returns, ``"send"`` into what reaches the wrapped stream.
+
+    Attributes:
+      offset: as the argument; may be changed until the stream reaches it.
+      side: ``"receive"`` or ``"send"``, as the argument.
+      data: the bytes to insert.
     """
 
     def __init__(
@@ -517,7 +562,7 @@ class InjectingStream(_Tamper):
         *,
         offset: int,
         data: bytes,
-        side: Side = "receive",
+        side: Direction = "receive",
     ) -> None:
         if not data:
             raise ValueError("data must not be empty")
@@ -576,13 +621,16 @@ class AbruptEOFStream(FaultStream):
     Args:
       transport_stream: the stream to wrap.
       eof_after: bytes delivered before the EOF (``None``: only on demand).
+
+    Attributes:
+      eof_after: as the argument; may be changed until it is reached.
+      at_eof: whether the EOF has been reported (or triggered).
     """
 
     def __init__(self, transport_stream: trio.abc.Stream, *, eof_after: int | None = None) -> None:
         _check_count("eof_after", eof_after)
         super().__init__(transport_stream)
         self.eof_after = eof_after
-        #: Whether the EOF has been reported (or triggered).
         self.at_eof = False
         self._scope: trio.CancelScope | None = None
 

@@ -3,9 +3,9 @@
 Each test gets its own throw-away certificate authority, so tests never share
 TLS state. The TLS fixtures are plain (synchronous) pytest fixtures: they
 work with pytest-trio, and with any other way of running the async tests.
-``fake_tcp_network`` is the exception: Trio keeps its socket hooks per
-``trio.run``, so the network can only be installed inside the test's run,
-which takes pytest-trio's async fixtures.
+``fake_tcp_network`` and ``hang_guard`` are the exceptions: Trio keeps its
+socket hooks per ``trio.run`` and a guard watches one run, so they can only
+be set up inside the test's run, which takes pytest-trio's async fixtures.
 """
 
 from __future__ import annotations
@@ -15,20 +15,29 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import trio
 import trustme
 
 from .._stream import TLSStream
 from ._fakenet import FakeTCPNetwork
+from ._hang import DEFAULT_HANG_SECONDS, DEFAULT_REAL_SECONDS, HangError, _wait_for_hang
 from ._pairs import TLSContexts, tls_memory_stream_pair
 
 __all__ = [
+    "EXACT_PAIR_CAPACITY",
     "fake_tcp_network",
+    "hang_guard",
     "tls_ca",
     "tls_client_context",
     "tls_contexts",
+    "tls_exact_stream_pair",
     "tls_server_context",
     "tls_stream_pair",
 ]
+
+#: The bytes each direction of ``tls_exact_stream_pair`` buffers: small
+#: enough that a send of a few hundred KiB blocks until the peer reads.
+EXACT_PAIR_CAPACITY = 16 * 1024
 
 
 @pytest.fixture
@@ -56,6 +65,27 @@ def tls_client_context(tls_contexts: TLSContexts) -> ssl.SSLContext:
 
 
 @pytest.fixture
+def tls_exact_stream_pair(
+    tls_client_context: ssl.SSLContext, tls_server_context: ssl.SSLContext
+) -> tuple[TLSStream[Any], TLSStream[Any]]:
+    """``(client, server)`` TLSStreams over an exact-progress transport with small buffers.
+
+    The pair for testing cancellation and retries. Each direction buffers
+    16 KiB (``client.transport_stream.capacity`` changes the client's), so
+    a larger ``send_all`` blocks until the peer reads, and a cancelled
+    ``send_all`` can always be retried: the transport reports exactly what
+    it accepted (:func:`~trio_tlsretry.testing.exact_progress_stream_pair`).
+    The handshake has not happened yet: drive both ends from two tasks.
+    """
+    return tls_memory_stream_pair(
+        client_context=tls_client_context,
+        server_context=tls_server_context,
+        exact_progress=True,
+        capacity=EXACT_PAIR_CAPACITY,
+    )
+
+
+@pytest.fixture
 def tls_stream_pair(
     tls_client_context: ssl.SSLContext, tls_server_context: ssl.SSLContext
 ) -> tuple[TLSStream[Any], TLSStream[Any]]:
@@ -63,6 +93,11 @@ def tls_stream_pair(
 
     The handshake has not happened yet: it runs on the first operation, so
     drive both ends at once (from two tasks), as with real peers.
+
+    Not for testing cancellation: the transport buffers without limit, so a
+    ``send_all`` never waits for the peer and a timeout around it never
+    fires; and its sends are not cancel-atomic, so a send cancelled part-way
+    breaks the stream. Use ``tls_exact_stream_pair`` for that.
     """
     return tls_memory_stream_pair(
         client_context=tls_client_context, server_context=tls_server_context
@@ -79,3 +114,22 @@ async def fake_tcp_network() -> AsyncIterator[FakeTCPNetwork]:
     """
     with FakeTCPNetwork() as network:
         yield network
+
+
+@pytest.fixture
+async def hang_guard() -> AsyncIterator[None]:
+    """Fail the test with :exc:`~trio_tlsretry.testing.HangError` instead of hanging.
+
+    The same limits as :func:`~trio_tlsretry.testing.fail_on_hang` with its
+    defaults (600 s on Trio's clock, 60 s of real time): under the autojump
+    clock a test whose tasks all wait forever fails at once, with a list of
+    where each task was waiting. Needs pytest-trio (an async fixture).
+    """
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            raise HangError(await _wait_for_hang(DEFAULT_HANG_SECONDS, DEFAULT_REAL_SECONDS))
+
+        nursery.start_soon(watch)
+        yield
+        nursery.cancel_scope.cancel()
