@@ -7,7 +7,14 @@ writes, cancellation-safe retries and bounded buffering.
 from ._errors import NeedHandshakeError, PostHandshakeAuthError, SendEOFNotSupportedError
 from ._info import ConnectionInfo
 from ._inject import extract_from_trio, inject_into_trio, injected_into_trio
-from ._listener import DEFAULT_HANDSHAKE_TIMEOUT, TLSListener, handshake_or_drop
+from ._listener import (
+    DEFAULT_GRACE,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_HANDSHAKES,
+    GracefulStop,
+    TLSListener,
+    handshake_or_drop,
+)
 from ._stats import StreamState, TLSStreamStatistics
 from ._stream import TLSStream, encode_server_hostname
 from ._tcp import open_tls_over_tcp_listeners, open_tls_over_tcp_stream, serve_tls_over_tcp
@@ -16,9 +23,12 @@ from ._transport import ExactProgressStream
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_GRACE",
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_MAX_HANDSHAKES",
     "ConnectionInfo",
     "ExactProgressStream",
+    "GracefulStop",
     "NeedHandshakeError",
     "PostHandshakeAuthError",
     "SendEOFNotSupportedError",
