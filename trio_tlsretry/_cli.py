@@ -7,6 +7,7 @@ import datetime
 import functools
 import hashlib
 import ipaddress
+import math
 import os
 import re
 import signal
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 import trio
 
 from . import __version__
-from ._listener import TLSListener
+from ._listener import DEFAULT_MAX_HANDSHAKES, GracefulStop, TLSListener
 from ._stream import TLSStream
 from ._tcp import open_tls_over_tcp_stream, serve_tls_over_tcp
 
@@ -32,6 +33,8 @@ PROG = "trio-tlsretry"
 _CHUNK = 64 * 1024
 #: Exit status after Ctrl-C: 128 + SIGINT, as shells report a process killed by it.
 EXIT_INTERRUPTED = 130
+#: Seconds ``serve`` gives open connections after the first SIGINT or SIGTERM.
+DEFAULT_SERVE_GRACE = 10.0
 #: Seconds a stream gets to send its close_notify once the command is stopping.
 _CLOSE_TIMEOUT = 2.0
 
@@ -95,6 +98,10 @@ class _AlertLog:
 
     def __init__(self, context: ssl.SSLContext) -> None:
         self._last: weakref.WeakKeyDictionary[object, tuple[str, int]] = weakref.WeakKeyDictionary()
+        self.attach(context)
+
+    def attach(self, context: ssl.SSLContext) -> None:
+        """Record the alerts of connections made with ``context`` too (a reloaded one)."""
         context._msg_callback = self._record  # type: ignore[attr-defined]
 
     def _record(
@@ -386,10 +393,41 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------- serve
 
 
-async def _serve(args: argparse.Namespace, context: ssl.SSLContext, fingerprint: str) -> None:
+_SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+_FORCED_WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+
+def _reload_certificate(
+    args: argparse.Namespace,
+    listeners: Sequence[TLSListener[trio.SocketStream]],
+    alerts: _AlertLog,
+) -> None:
+    """SIGHUP: load ``--cert``/``--key`` again into a new context and swap it in.
+
+    New handshakes use the new certificate; open connections keep theirs.
+    A file that fails to load leaves the old certificate in place.
+    """
+    if not args.cert:
+        _err("SIGHUP: nothing to reload (no --cert given); keeping the throw-away certificate")
+        return
+    try:
+        context, fingerprint = _server_context(args)
+    except CLIError as exc:
+        _err(f"SIGHUP: {exc}; keeping the old certificate")
+        return
+    alerts.attach(context)
+    for listener in listeners:
+        listener.ssl_context = context
+    _err(f"SIGHUP: reloaded certificate {args.cert!r}, SHA-256 fingerprint {fingerprint}")
+
+
+async def _serve(args: argparse.Namespace, context: ssl.SSLContext, fingerprint: str) -> int:
+    """Serve until a graceful stop ends (0) or a second signal cuts it short (128 + signal)."""
     mode = "discard" if args.discard else "echo"
     counter = 0
     alerts = _AlertLog(context)
+    stop = GracefulStop(close_timeout=_CLOSE_TIMEOUT)
+    forced_by: int | None = None
 
     async def handler(stream: TLSStream[trio.SocketStream]) -> None:
         nonlocal counter
@@ -400,7 +438,7 @@ async def _serve(args: argparse.Namespace, context: ssl.SSLContext, fingerprint:
         except (AttributeError, OSError):
             peer = "?"
         received = 0
-        # Unless the loop below ends by itself, the server is stopping (Ctrl-C).
+        # Unless the loop below ends by itself, the server is stopping.
         note = "closed (server stopping)"
         try:
             cipher = stream.cipher()
@@ -424,27 +462,68 @@ async def _serve(args: argparse.Namespace, context: ssl.SSLContext, fingerprint:
             await _close_politely(stream)
             print(f"[{number}] {peer}: {received} bytes, {note}", file=sys.stderr, flush=True)
 
-    listeners: list[TLSListener[trio.SocketStream]]
-    async with trio.open_nursery() as nursery:
-        serve = functools.partial(
-            serve_tls_over_tcp,
-            host=args.host,
-            handshake_timeout=args.handshake_timeout,
+    async def announce_stop(signum: int) -> None:
+        await stop.wait_accepting_stopped()
+        open_now = stop.open_connections
+        grace = "as long as they need" if math.isinf(args.grace) else f"up to {args.grace:g} s"
+        _err(
+            f"{_SIGNAL_NAMES[signal.Signals(signum)]}: stopping: no new connections; "
+            f"{open_now} open, given {grace} to finish (SIGINT or SIGTERM again: stop at once)"
         )
-        listeners = await nursery.start(serve, handler, args.port, context)
-        for listener in listeners:
-            sock = listener.transport_listener.socket  # type: ignore[attr-defined]
-            print(f"listening on {_format_address(sock.getsockname())} ({mode})", flush=True)
-        print(f"certificate SHA-256 fingerprint {fingerprint}", flush=True)
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def run_server(
+                task_status: trio.TaskStatus[list[TLSListener[trio.SocketStream]]],
+            ) -> None:
+                await serve_tls_over_tcp(
+                    handler,
+                    args.port,
+                    context,
+                    host=args.host,
+                    handshake_timeout=args.handshake_timeout,
+                    max_handshakes=args.max_handshakes or None,
+                    prompt_session_tickets=args.prompt_session_tickets,
+                    graceful_stop=stop,
+                    task_status=task_status,
+                )
+                # Stopped gracefully: every connection has ended.
+                nursery.cancel_scope.cancel()
+
+            listeners: list[TLSListener[trio.SocketStream]] = await nursery.start(run_server)
+            for listener in listeners:
+                sock = listener.transport_listener.socket  # type: ignore[attr-defined]
+                print(f"listening on {_format_address(sock.getsockname())} ({mode})", flush=True)
+            print(f"certificate SHA-256 fingerprint {fingerprint}", flush=True)
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    _reload_certificate(args, listeners, alerts)
+                elif not stop.stop_requested:
+                    stop.stop(args.grace)
+                    nursery.start_soon(announce_stop, signum)
+                else:
+                    forced_by = signum
+                    nursery.cancel_scope.cancel()
+                    break
+    if forced_by is not None:
+        _err(_FORCED_WORDS[signal.Signals(forced_by)])
+        return 128 + forced_by
+    _err("stopped")
+    return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     _check_port(args.port, lowest=0)
     if args.key and not args.cert:
         raise CLIError("--key needs --cert")
+    if args.max_handshakes < 0:
+        raise CLIError(f"--max-handshakes must be 0 (no limit) or more, not {args.max_handshakes}")
+    if math.isnan(args.grace) or args.grace < 0:
+        raise CLIError(f"--grace must be 0 or more seconds, not {args.grace:g}")
     context, fingerprint = _server_context(args)
     try:
-        trio.run(_run_until_sigint, functools.partial(_serve, args, context, fingerprint))
+        return trio.run(_serve, args, context, fingerprint)
     except Exception as exc:
         leaf = _single_leaf(exc)
         if isinstance(leaf, socket.gaierror):
@@ -454,8 +533,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             reason = _describe_os_error(leaf)
             raise CLIError(f"cannot listen on {where} {args.port}: {reason}") from None
         raise
-    # Only Ctrl-C stops the server, and that raises KeyboardInterrupt.
-    return 0
 
 
 # --------------------------------------------------------------- connect
@@ -592,6 +669,29 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--key", help="private key, PEM (default: in the --cert file)")
     serve.add_argument(
         "--handshake-timeout", type=float, default=10.0, help="seconds per handshake (10)"
+    )
+    serve.add_argument(
+        "--max-handshakes",
+        type=int,
+        default=DEFAULT_MAX_HANDSHAKES,
+        metavar="N",
+        help=f"handshakes in progress at once; more connections wait their turn "
+        f"({DEFAULT_MAX_HANDSHAKES}; 0: no limit)",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_SERVE_GRACE,
+        metavar="SECONDS",
+        help="after the first SIGINT or SIGTERM: stop accepting and give open connections "
+        f"this long to finish ({DEFAULT_SERVE_GRACE:g}); a second signal stops at once",
+    )
+    serve.add_argument(
+        "--prompt-session-tickets",
+        action="store_true",
+        help="send TLS 1.3 session tickets right after the handshake; safe only when clients "
+        "read or drain before they close, else a client's close resets the connection and "
+        "may lose the end of its upload (see docs/closing.rst)",
     )
     mode = serve.add_mutually_exclusive_group()
     mode.add_argument("--echo", action="store_true", help="send every byte back (default)")
