@@ -23,7 +23,7 @@ else:  # Sphinx itself depends on tomli before Python 3.11
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trio_tlsretry
-from trio_tlsretry import _busy_poll, _engine, _listener, _stream
+from trio_tlsretry import _busy_poll, _closing, _engine, _listener, _stream
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,6 +124,9 @@ SUBSTITUTIONS = {
     "top_up_read_size": _size(_stream.TOP_UP_READ_SIZE),
     "alert_timeout": _duration(_stream.ALERT_TIMEOUT),
     "handshake_timeout": _duration(_listener.DEFAULT_HANDSHAKE_TIMEOUT),
+    "close_drain_limit": _size(_stream.CLOSE_DRAIN_LIMIT),
+    "linger_seconds": _duration(_closing.DEFAULT_LINGER_SECONDS),
+    "linger_bytes": _size(_closing.DEFAULT_LINGER_BYTES),
     "busy_poll": _duration(_busy_poll.DEFAULT_BUSY_POLL),
     "extras_count": _NUMBER_WORDS[len(_extras)] if len(_extras) < 10 else str(len(_extras)),
     "extras": "; ".join(f"``{name}`` ({_EXTRA_PURPOSES[name]})" for name in _extras),

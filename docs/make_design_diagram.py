@@ -75,10 +75,10 @@ LAYERS: tuple[Layer, ...] = (
     Layer(
         "listener and helpers",
         2,
-        ("_listener", "_tcp", "_inject"),
+        ("_listener", "_tcp", "_inject", "_closing"),
         (
             "TLSListener, handshake_or_drop, open_tls_over_tcp_stream, serve_tls_over_tcp,",
-            "inject_into_trio: built on TLSStream's public methods",
+            "lingering_close, inject_into_trio: built on TLSStream's public methods",
         ),
         "#fbe0dc",
     ),

@@ -1,4 +1,4 @@
-"""Fatal alerts after the handshake, and TLS 1.3 session tickets sent promptly.
+"""Fatal alerts after the handshake.
 
 When OpenSSL fails a connection it queues the fatal alert that RFC 8446
 section 6.2 and RFC 5246 section 7.2.2 require; ``TLSStream`` sends it before
@@ -22,11 +22,9 @@ from streamtools import contexts_for, handshake, handshaken_socket_pair
 from trio_tlsretry import (
     StreamState,
     TLSStream,
-    open_tls_over_tcp_listeners,
-    open_tls_over_tcp_stream,
 )
 from trio_tlsretry._stream import ALERT_TIMEOUT
-from trio_tlsretry.testing import TLSContexts, tls_stream_pair_over
+from trio_tlsretry.testing import tls_stream_pair_over
 
 HOSTNAME = "example.org"
 TLS12 = ssl.TLSVersion.TLSv1_2
@@ -150,53 +148,6 @@ async def test_a_cancelled_alert_flush_leaves_the_stream_broken(
         nursery.cancel_scope.cancel()
     await server.aclose()
     assert server.statistics().state is StreamState.CLOSED
-
-
-# ------------------------------------------------------ prompt session tickets
-
-
-async def test_tls13_tickets_go_to_a_socket_right_after_the_handshake() -> None:
-    async with handshaken_socket_pair(contexts_for(TLS13)) as (_, server):
-        assert server.statistics().outgoing_ciphertext_bytes == 0
-        assert server.statistics().ciphertext_bytes_sent > 0
-
-
-async def test_tls13_tickets_wait_for_the_next_send_over_an_unbuffered_transport() -> None:
-    # python-trio/trio#819: flushing them from a receive over a lockstep
-    # transport could deadlock against a client that only sends.
-    client, server = pair_over(trio.testing.lockstep_stream_pair())
-    await handshake(client, server)
-    assert server.statistics().outgoing_ciphertext_bytes > 0
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.send_all, b"only sending")
-        assert await server.receive_some() == b"only sending"
-
-
-async def test_a_client_of_a_receive_only_server_resumes_its_session() -> None:
-    contexts = TLSContexts("127.0.0.1", maximum_version=TLS13)
-    session: ssl.SSLSession | None = None
-    (listener,) = await open_tls_over_tcp_listeners(0, contexts.server, host="127.0.0.1")
-    port = listener.transport_listener.socket.getsockname()[1]
-    async with listener:
-        for attempt in ("first", "resumed"):
-            client = await open_tls_over_tcp_stream(
-                "127.0.0.1", port, ssl_context=contexts.client, https_compatible=True
-            )
-            if session is not None:
-                client.session = session
-            server = await listener.accept()
-            await handshake(client, server)
-            await client.send_all(b"for a server that never answers")
-            assert await server.receive_some() == b"for a server that never answers"
-            # The server drops the connection without writing anything more:
-            # whatever the client reads now was sent with the handshake.
-            await trio.aclose_forcefully(server.transport_stream)
-            assert await client.receive_some() == b""
-            assert client.session_reused == (attempt == "resumed")
-            session = client.session
-            assert session is not None and session.has_ticket
-            await client.aclose()
-            await trio.aclose_forcefully(server)
 
 
 async def test_trio_sslstream_sends_no_alert_after_the_handshake() -> None:

@@ -4,6 +4,7 @@
 writes, cancellation-safe retries and bounded buffering.
 """
 
+from ._closing import DEFAULT_LINGER_BYTES, DEFAULT_LINGER_SECONDS, lingering_close
 from ._errors import NeedHandshakeError, PostHandshakeAuthError, SendEOFNotSupportedError
 from ._info import ConnectionInfo
 from ._inject import extract_from_trio, inject_into_trio, injected_into_trio
@@ -25,6 +26,8 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_GRACE",
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_LINGER_BYTES",
+    "DEFAULT_LINGER_SECONDS",
     "DEFAULT_MAX_HANDSHAKES",
     "ConnectionInfo",
     "ExactProgressStream",
@@ -42,6 +45,7 @@ __all__ = [
     "handshake_or_drop",
     "inject_into_trio",
     "injected_into_trio",
+    "lingering_close",
     "open_tls_over_tcp_listeners",
     "open_tls_over_tcp_stream",
     "serve_tls_over_tcp",

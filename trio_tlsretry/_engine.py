@@ -600,6 +600,32 @@ class TLSEngine:
         self._note_output()
         return True
 
+    def absorb_at_close(self, data: bytes | bytearray | memoryview) -> None:
+        """Process ciphertext read just before the transport closes; keep no plaintext.
+
+        The records are decrypted so that OpenSSL handles what it carries
+        (a TLS 1.3 server's session tickets make :attr:`ssl_object`'s
+        ``session`` resumable); the plaintext is dropped, as is what follows
+        a close_notify or a TLS error: the connection is ending and nobody
+        will read any of it. Before the handshake completes nothing is
+        decrypted (the bytes only leave the transport).
+        """
+        self.ciphertext_bytes_received += len(data)
+        if not self.handshake_done or self._deferred_error is not None or self._peer_closed:
+            return
+        self._incoming.write(data)
+        while True:
+            try:
+                if not self.ssl_object.read(_MAX_RECORD_PLAINTEXT):
+                    self._peer_closed = True
+                    return
+            except ssl.SSLWantReadError:
+                return
+            except ssl.SSLError as exc:
+                # (A close_notify is an SSLZeroReturnError on Python 3.12+.)
+                self._deferred_error = exc
+                return
+
     def accept_eof_as_close(self) -> None:
         """Treat the transport's EOF without close_notify as the peer's close.
 

@@ -37,6 +37,12 @@ TRANSPORT_RECEIVE_SIZE = 64 * 1024
 #: ``TRANSPORT_RECEIVE_SIZE`` slices. A setting, read at each call.
 TOP_UP_READ_SIZE = 256 * 1024
 
+#: The most :meth:`TLSStream.aclose` reads (without waiting) from a socket
+#: before closing it, so the close is a FIN and not a reset
+#: (``_drain_before_close``). A bound on the work a close may do if the peer
+#: keeps sending; the kernel's receive buffer is usually smaller.
+CLOSE_DRAIN_LIMIT: Final = 16 * 1024 * 1024
+
 #: Seconds a failed handshake spends trying to send its alert.
 ALERT_TIMEOUT: Final = 1.0
 
@@ -119,6 +125,20 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
       https_compatible: do not send ``close_notify`` on close, and treat a
         transport EOF without ``close_notify`` as a clean EOF, as HTTPS
         clients and servers commonly do.
+      prompt_session_tickets: server side, TLS 1.3, over a socket: send the
+        session tickets right after the handshake instead of with the first
+        send (the default, as :class:`trio.SSLStream`). Lets clients of a
+        server that never sends resume their sessions, but a client that
+        closes without reading them makes its kernel reset the connection,
+        which can destroy the end of its upload at the server: use it only
+        when every client reads (or drains, as ``TLSStream`` does in
+        :meth:`aclose`) before it closes. See :doc:`/closing`.
+      handshake_limiter: a :class:`trio.CapacityLimiter` shared by many
+        streams: the handshake holds one of its tokens while it runs, and
+        waits for one (without using the CPU) before it starts. The wait
+        is part of the handshake, so a timeout around
+        :meth:`do_handshake` (:func:`handshake_or_drop`) counts it.
+        :class:`TLSListener` passes its own.
 
     Raises:
       ValueError: from :meth:`ssl.SSLContext.wrap_bio` when the arguments do
@@ -136,10 +156,12 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         "_engine",
         "_failure",
         "_failure_cause",
+        "_handshake_limiter",
         "_handshake_lock",
         "_https_compatible",
         "_pha_conflict",
         "_plaintext_drained",
+        "_prompt_session_tickets",
         "_receive_conflict",
         "_receive_scope",
         "_send_conflict",
@@ -160,6 +182,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         server_hostname: str | bytes | None = None,
         server_side: bool = False,
         https_compatible: bool = False,
+        prompt_session_tickets: bool = False,
+        handshake_limiter: trio.CapacityLimiter | None = None,
     ) -> None:
         if server_hostname is not None:
             server_hostname = encode_server_hostname(server_hostname)
@@ -171,6 +195,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         #: handed it back, as with :class:`trio.SSLStream`).
         self.transport_stream: T_Stream = transport_stream
         self._https_compatible = https_compatible
+        self._prompt_session_tickets = prompt_session_tickets
+        self._handshake_limiter = handshake_limiter
         try:
             self._engine = TLSEngine(
                 ssl_context, server_side=server_side, server_hostname=server_hostname
@@ -573,10 +599,18 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         if engine.handshake_done:
             return False
         await self._handshake_lock.acquire()
+        limiter = self._handshake_limiter
+        held: trio.CapacityLimiter | None = None
         try:
             if engine.handshake_done:
                 # Another task finished it (and flushed) while we waited.
                 return True
+            if limiter is not None:
+                # Borrowed by the stream, not the task: whichever task drives
+                # the handshake (the lazy first send or receive included),
+                # the one token is released when it ends.
+                await limiter.acquire_on_behalf_of(self)
+                held = limiter
             while True:
                 self._check_usable()
                 try:
@@ -584,15 +618,18 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 except ssl.SSLError as exc:
                     await self._fail(exc)
                 if done:
-                    # A TLS 1.3 server's session tickets may wait for its
-                    # next send (``must_flush_before_receiving``): flushing
-                    # them from a receive could deadlock against a client
-                    # that only sends over an unbuffered transport
-                    # (python-trio/trio#819). A non-blocking socket send
-                    # cannot deadlock, so over a socket they go out now, as
-                    # ``openssl s_server``'s do: a client of a server that
-                    # only receives can then resume its session.
-                    self._push_without_waiting()
+                    # A TLS 1.3 server's session tickets wait for its next
+                    # send (``must_flush_before_receiving`` is false for
+                    # them): flushing them from a receive could deadlock
+                    # against a client that only sends over an unbuffered
+                    # transport (python-trio/trio#819), and a client that
+                    # never reads would leave them unread in its socket,
+                    # whose close then resets the connection and can
+                    # destroy the end of its upload (docs/closing.rst).
+                    # Opted in, a non-blocking socket send (which cannot
+                    # deadlock) sends them now, as ``openssl s_server`` does.
+                    if self._prompt_session_tickets:
+                        self._push_without_waiting()
                     # The client's Finished: the server waits for it.
                     await self._flush_handshake_flight()
                     return True
@@ -603,6 +640,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 else:
                     await self._wait_for_peer("during the handshake")
         finally:
+            if held is not None:
+                held.release_on_behalf_of(self)
             self._handshake_lock.release()
 
     async def do_handshake(self) -> None:
@@ -1016,10 +1055,9 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             self._check_usable()
             if self._sent_eof:
                 # A cancelled call may have left part of the close_notify queued.
-                if self._engine.has_outgoing():
-                    await self._flush()
-                else:
-                    await cancel_shielded_checkpoint()
+                await self._flush()
+                # (A flush over a socket may not wait: the call's checkpoint.)
+                await cancel_shielded_checkpoint()
                 return
             await self._ensure_handshake()
             await self._drive_pinned()
@@ -1034,6 +1072,9 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 await self._fail(exc)
             self._sent_eof = True
             await self._flush()
+            # Shielded: the close_notify is handed over, so reporting a
+            # cancellation now would claim the call did not happen.
+            await cancel_shielded_checkpoint()
 
     async def aclose(self) -> None:
         """Close the stream: flush, send ``close_notify``, close the transport.
@@ -1067,6 +1108,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         )
         if not graceful:
             self._mark_closed()
+            self._drain_before_close()
             await self.transport_stream.aclose()
             return
         try:
@@ -1089,10 +1131,43 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                     pass
         except BaseException:
             self._mark_closed()
+            self._drain_before_close()
             await trio.aclose_forcefully(self.transport_stream)
             raise
         self._mark_closed()
+        self._drain_before_close()
         await self.transport_stream.aclose()
+
+    def _drain_before_close(self) -> None:
+        """Read what the kernel already holds for this socket, without waiting.
+
+        Linux answers ``close()`` on a socket that still holds unread bytes
+        with a reset instead of a FIN (RFC 2525 section 2.17), and a reset
+        makes the peer's kernel discard whatever it had received and not yet
+        handed to its application: the end of an upload, our close_notify.
+        Unread bytes are common at close: a TLS 1.3 server's session tickets
+        reach a client that only sends, a peer's close_notify arrives after
+        our last read. So, as nginx's lingering close does after a response,
+        we read before closing; here only what is already there, so a close
+        never waits for the peer. TLS records go through the engine (a
+        client keeps the session tickets it was sent, and can resume
+        later); everything else is dropped. Bytes that arrive after this
+        still cause a reset: docs/closing.rst says when that can happen.
+        Only over an operating-system socket: other transports cannot be
+        read without waiting, and reset nothing.
+        """
+        io = self._transport_io
+        engine = self._engine
+        budget = CLOSE_DRAIN_LIMIT
+        while budget > 0:
+            try:
+                data = io.try_receive(min(budget, TRANSPORT_RECEIVE_SIZE))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:  # nothing there (None), or the peer's FIN (b"")
+                return
+            budget -= len(data)
+            engine.absorb_at_close(data)
 
     def _mark_closed(self) -> None:
         """The stream is closed for good; wake a sender parked on the buffer."""
@@ -1153,6 +1228,9 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         Raises:
           PostHandshakeAuthError: the connection cannot do post-handshake
             authentication; nothing was sent.
+          trio.ClosedResourceError: the stream was closed, or
+            :meth:`send_eof` was called (nothing may follow our
+            ``close_notify``); nothing was sent.
           trio.BrokenResourceError: the client refused or sent a certificate
             that failed verification (``__cause__`` is the ``ssl.SSLError``),
             or the connection failed.
@@ -1163,6 +1241,10 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             self._check_usable()
             await self._ensure_handshake()
             if not self._client_certificate_requested:
+                if self._sent_eof:
+                    # A CertificateRequest after our close_notify would be a
+                    # record after the closure alert (RFC 8446 section 6.1).
+                    raise trio.ClosedResourceError("send_eof() was already called")
                 if not engine.server_side:
                     raise PostHandshakeAuthError("only the server can ask for a certificate")
                 if not engine.tls13:
