@@ -40,13 +40,20 @@ class OpenSSLTool:
         self.stderr = bytearray()
         self._changed = trio.Event()
         self._open_pipes = 2
+        self._stdout_unread = False
+        self._stdout_resumed = trio.Event()
 
     def _wake(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
 
     async def _collect(self, stream: trio.abc.ReceiveStream, into: bytearray) -> None:
-        while chunk := await stream.receive_some(65536):
+        while True:
+            while into is self.stdout and self._stdout_unread:
+                await self._stdout_resumed.wait()
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                break
             into += chunk
             self._wake()
         self._open_pipes -= 1
@@ -79,6 +86,28 @@ class OpenSSLTool:
         """Stdout from byte ``since`` on, as text: one character a byte, so
         that offsets into it are offsets into :attr:`stdout`."""
         return bytes(self.stdout[since:]).decode("latin-1")
+
+    def stderr_trace(self, since: int = 0) -> str:
+        """Stderr from byte ``since`` on, as text, like :meth:`trace`."""
+        return bytes(self.stderr[since:]).decode("latin-1")
+
+    @asynccontextmanager
+    async def stdout_unread(self) -> AsyncIterator[None]:
+        """Leave openssl's stdout unread inside the block.
+
+        Once the pipe is full openssl cannot write what it receives, so it
+        stops reading its socket and its peer's sends stall: a way to hold a
+        transfer in mid-flight. Stderr is still collected. The chunk being
+        received when the block starts is still collected.
+        """
+        assert not self._stdout_unread, "stdout_unread() does not nest"
+        self._stdout_unread = True
+        try:
+            yield
+        finally:
+            self._stdout_unread = False
+            self._stdout_resumed.set()
+            self._stdout_resumed = trio.Event()
 
     async def send(self, data: bytes) -> None:
         assert self.process.stdin is not None

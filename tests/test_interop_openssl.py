@@ -11,12 +11,15 @@ How the openssl tools are driven: s_client and s_server read one-letter
 commands from stdin, and they look only at the first byte of each stdin read,
 so a letter counts only at the start of a read (a command that was not taken
 leaves no ``-msg`` proof, and the test's wait for it fails). So every data
-byte is >= 0x80 (no data byte can be a command, and the tools'
-``-msg`` trace, which is ASCII, can share stdout with the data and be told
-apart byte by byte), a command is written only once the tool has consumed all
-earlier stdin (the other side has received every byte written so far), and
-nothing more is written until the ``-msg`` trace proves the command was acted
-on.
+byte is >= 0x80 (no data byte can be a command, and s_server's ``-msg``
+trace, which is ASCII, can share stdout with the data and be told apart byte
+by byte), a command is written only once the tool has consumed all earlier
+stdin (the other side has received every byte written so far), and nothing
+more is written until the ``-msg`` trace proves the command was acted on.
+s_client writes its trace to stderr (``-msgfile``) and reads its stdin only
+when its socket has nothing for it; a command meant for the middle of a
+download is written while the test leaves s_client's stdout unread, which
+stalls the download until the command is acted on.
 """
 
 from __future__ import annotations
@@ -107,11 +110,22 @@ VERSION_FLAG = {TLS12: "-tls1_2", TLS13: "-tls1_3"}
 VERSION_NAME = {TLS12: "TLSv1.2", TLS13: "TLSv1.3"}
 
 
-async def run_to_proof(tool: OpenSSLTool, command: str, proofs: list[str]) -> None:
-    mark = len(tool.stdout)
+async def run_to_proof(
+    tool: OpenSSLTool, command: str, proofs: list[str], *, trace_on_stderr: bool = False
+) -> None:
+    """Write ``command`` and wait for each of ``proofs`` in the ``-msg`` trace
+    the tool writes from then on (on stdout, or on stderr with ``-msgfile``)."""
+    if trace_on_stderr:
+        mark, trace = len(tool.stderr), tool.stderr_trace
+    else:
+        mark, trace = len(tool.stdout), tool.trace
     await tool.send(command.encode() + b"\n")
+    await wait_for_proofs(tool, proofs, lambda: trace(mark))
+
+
+async def wait_for_proofs(tool: OpenSSLTool, proofs: list[str], trace: Callable[[], str]) -> None:
     for proof in proofs:
-        await tool.wait_for(lambda p=proof: re.search(p, tool.trace(mark)) is not None)  # type: ignore[misc]
+        await tool.wait_for(lambda p=proof: re.search(p, trace()) is not None)  # type: ignore[misc]
 
 
 # ---------------------------------------------------- our client, s_server
@@ -227,18 +241,19 @@ async def test_s_client_against_server(
     download = high_bytes(16 * MiB if concurrent_download else 4 * MiB)
     got = bytearray()
     download_done = trio.Event()
-    command_while_downloading = False
 
     context = certs.server_context(version)
     context.options |= 0x100  # SSL_OP_ALLOW_CLIENT_RENEGOTIATION
     (listener,) = await open_tls_over_tcp_listeners(0, context, host=HOST)
     port = listener.transport_listener.socket.getsockname()[1]  # type: ignore[attr-defined]
 
-    async def receive_upload(stream: TLSStream, count: int) -> None:
+    async def receive_upload(stream: TLSStream, count: int, done: trio.Event | None = None) -> None:
         while len(got) < count:
             data = await stream.receive_some()
             assert data, "s_client closed early"
             got.extend(data)
+        if done is not None:
+            done.set()
 
     async def send_download(stream: TLSStream) -> None:
         await stream.send_all(download)
@@ -253,6 +268,10 @@ async def test_s_client_against_server(
                 f"{HOST}:{port}",
                 "-brief",
                 "-msg",
+                # The trace on stderr: stdout is the download alone, and
+                # leaving it unread does not hold up the trace.
+                "-msgfile",
+                "/dev/stderr",
                 "-CAfile",
                 str(certs.ca_pem),
                 "-verify_return_error",
@@ -269,29 +288,60 @@ async def test_s_client_against_server(
                 await client.send(upload[:half])
                 await receive_upload(stream, half)  # s_client consumed its stdin
                 if concurrent_download:
-                    await client.wait_for(lambda: len(data_of(client.stdout)) >= MiB)
+                    await client.wait_for(lambda: len(client.stdout) >= MiB)
                 else:
                     # s_client must have read every record before it
                     # renegotiates, or it fails itself ("unexpected
                     # message"): it cannot take application data while
                     # waiting for the ServerHello.
                     await download_done.wait()
-                    await client.wait_for(lambda: len(data_of(client.stdout)) >= len(download))
-                if command is not None:
-                    command_while_downloading = not download_done.is_set()
+                    await client.wait_for(lambda: len(client.stdout) >= len(download))
+                if command is None:
+                    await client.send(upload[half:])
+                elif concurrent_download:
+                    # s_client reads its stdin only when its socket has
+                    # nothing for it, so while the download flows a letter
+                    # can wait unread until the download is over. With its
+                    # stdout unread, s_client stops reading its socket once
+                    # the pipe is full (the server's send_all stalls in
+                    # mid-download) and reads the letter.
+                    mark = len(client.stderr)
+                    byte_after_command = trio.Event()
                     async with trio.open_nursery() as during:
-                        # The server must keep reading: the KeyUpdate or
-                        # renegotiation arrives in its receive_some.
-                        during.start_soon(receive_upload, stream, half + 1)
-                        await run_to_proof(client, command, proofs)
-                        await client.send(upload[half : half + 1])
+                        # The server must keep reading: the KeyUpdate
+                        # arrives in its receive_some.
+                        during.start_soon(receive_upload, stream, half + 1, byte_after_command)
+                        async with client.stdout_unread():
+                            await run_to_proof(
+                                client, command, [KEY_UPDATE_SENT], trace_on_stderr=True
+                            )
+                            await client.send(upload[half : half + 1])
+                            # The KeyUpdate came before that byte: the server
+                            # has read it.
+                            await byte_after_command.wait()
+                            # The download is still in mid-flight. With
+                            # plaintext left, the send_all writes again, and
+                            # OpenSSL sends the answer "K" asks for with the
+                            # next write, not when it reads the request.
+                            download_left = len(download) - stream.statistics().plaintext_bytes_sent
+                            assert download_left > 0, (
+                                "the whole download was sent before the KeyUpdate was read"
+                            )
+                    await wait_for_proofs(client, proofs, lambda: client.stderr_trace(mark))
                     await client.send(upload[half + 1 :])
                 else:
-                    await client.send(upload[half:])
+                    async with trio.open_nursery() as during:
+                        # The server must keep reading: the renegotiation
+                        # arrives in its receive_some.
+                        during.start_soon(receive_upload, stream, half + 1)
+                        await run_to_proof(client, command, proofs, trace_on_stderr=True)
+                        await client.send(upload[half : half + 1])
+                    await client.send(upload[half + 1 :])
                 await receive_upload(stream, len(upload))
 
-            await client.wait_for(lambda: len(data_of(client.stdout)) >= len(download))
-            assert sha(data_of(client.stdout)) == sha(download)
+            # Stdout is the download alone (the trace is on stderr).
+            await client.wait_for(lambda: len(client.stdout) >= len(download))
+            assert sha(client.stdout) == sha(download)
             assert sha(got) == sha(upload)
 
             transport, trailing = await stream.unwrap()
@@ -299,11 +349,9 @@ async def test_s_client_against_server(
             await transport.aclose()
             with trio.CancelScope(shield=True):
                 await client.process.wait()
-            trace = client.trace()
+            trace = client.stderr_trace()
             assert re.search(CLOSE_NOTIFY_RECEIVED, trace)
             assert re.search(CLOSE_NOTIFY_SENT, trace)
-    if concurrent_download and command is not None:
-        assert command_while_downloading
 
 
 # ------------------------------------------------- the standard library
