@@ -12,7 +12,7 @@ buffers are kept small (``CLIENT_SOCKET_BUFFER``) so that thousands of stalled
 connections do not push the kernel into TCP memory pressure.
 
 Commands arrive as JSON lines on stdin, answers leave as JSON lines on stdout
-(see ``_conn_common``):
+(see ``_harness``):
 
 ``{"cmd": "open", "count": K}``
     Open K more connections and take each one through the client's part of
@@ -57,17 +57,12 @@ from typing import Any
 # Run as a script, so this directory is on sys.path.
 from _conn_common import (
     HEADER_SIZE,
-    HOST,
     SEND_BLOCKED_CAP,
     STATES,
     TRANSFER_SIZE,
     UNREAD_SIZE,
-    KiB,
-    LineReader,
-    write_message,
 )
-from _worker import client_context
-from idle_memory import raise_fd_limit
+from _harness import HOST, KiB, LineReader, client_context, raise_fd_limit, write_message
 
 # SO_SNDBUF and SO_RCVBUF of every client socket (the kernel doubles them).
 CLIENT_SOCKET_BUFFER = 32 * KiB

@@ -5,7 +5,7 @@ Started by ``connections.py``::
     python benchmarks/_conn_server.py --impl tlsretry --state idle --certdir DIR
 
 It prints its port as the first JSON line, then answers commands (JSON lines
-on stdin, see ``_conn_common``). Each implementation is served the way an
+on stdin, see ``_harness``). Each implementation is served the way an
 application would serve it:
 
 ``tlsretry``
@@ -73,19 +73,22 @@ from _conn_common import (
     BEHIND,
     HANDSHAKING,
     HEADER_SIZE,
-    HOST,
     IDLE,
-    IMPLS,
     RECEIVING,
     SENDING,
     STATES,
     TRANSFER_SIZE,
     WAITING,
-    rss_bytes,
+)
+from _harness import (
+    HOST,
+    TRIO_IMPLS,
+    LineBuffer,
+    raise_fd_limit,
+    rss,
+    server_context,
     write_message,
 )
-from _peer import server_context
-from idle_memory import raise_fd_limit
 
 BACKLOG = 4096
 HANDSHAKE_TIMEOUT = 3600.0
@@ -341,7 +344,7 @@ class Server:
     def baseline(self) -> dict[str, Any]:
         gc.collect()
         malloc_trim()
-        self.baseline_rss = rss_bytes()
+        self.baseline_rss = rss()
         if self.trace:
             tracemalloc.start(12)
             self.baseline_snapshot = tracemalloc.take_snapshot()
@@ -350,7 +353,7 @@ class Server:
     async def measure(self) -> dict[str, Any]:
         answer = await self.status()
         gc.collect()
-        answer["rss"] = rss_bytes()
+        answer["rss"] = rss()
         answer["rss_baseline"] = self.baseline_rss
         if self.trace and self.baseline_snapshot is not None:
             answer["tracemalloc"] = top_allocations(
@@ -398,19 +401,14 @@ class AsyncLines:
 
     def __init__(self, stream: trio.lowlevel.FdStream) -> None:
         self.stream = stream
-        self.buffer = bytearray()
+        self.lines = LineBuffer()
 
     async def read_message(self) -> dict[str, Any] | None:
-        import json
-
-        while b"\n" not in self.buffer:
+        while (message := self.lines.pop()) is None:
             chunk = await self.stream.receive_some(65536)
             if not chunk:
                 return None
-            self.buffer += chunk
-        line, _, rest = bytes(self.buffer).partition(b"\n")
-        self.buffer = bytearray(rest)
-        message: dict[str, Any] = json.loads(line)
+            self.lines.feed(chunk)
         return message
 
 
@@ -442,7 +440,7 @@ def top_allocations(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--impl", choices=IMPLS, required=True)
+    parser.add_argument("--impl", choices=TRIO_IMPLS, required=True)
     parser.add_argument("--state", choices=STATES, required=True)
     parser.add_argument("--certdir", type=Path, required=True)
     parser.add_argument("--max-connections", type=int, required=True)

@@ -24,7 +24,9 @@ Modes (``--mode``):
     the client closes.
 
 Every receive asks for up to ``RECV_BUFFER`` (256 KiB) bytes. The listening
-port is printed on stdout as soon as the socket listens. ``--profile FILE``
+port is written on stdout (one JSON line, see ``_harness``) as soon as the
+socket listens. ``--knob NAME=VALUE`` sets a trio_tlsretry setting, as in
+``_worker.py``. ``--profile FILE``
 (event-loop servers only) runs a CPU-time ``cProfile`` from the first
 connection on and writes it, with ``FILE.json`` holding the Trio task steps
 and the bytes received, each time a connection ends.
@@ -36,7 +38,7 @@ import argparse
 import contextlib
 import functools
 import json
-import resource
+import os
 import socket
 import ssl
 import struct
@@ -48,22 +50,23 @@ from pathlib import Path
 from typing import Any
 
 # Run as a script, so this directory is on sys.path.
-from _worker import IMPLS, Conn, StepCounter, apply_knobs, asyncio_conn
+from _harness import (
+    HOST,
+    IMPLS,
+    Conn,
+    Knobs,
+    StepCounter,
+    asyncio_conn,
+    raise_fd_limit,
+    server_context,
+    write_message,
+)
 
-HOST = "127.0.0.1"
 RECV_BUFFER = 256 * 1024
 
 
-def server_context(certdir: Path) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.load_cert_chain(certdir / "server.pem")
-    return ctx
-
-
 def announce(port: int) -> None:
-    sys.stdout.write(f"{port}\n")
-    sys.stdout.flush()
+    write_message(sys.stdout.fileno(), {"port": port, "pid": os.getpid()})
 
 
 # ------------------------------------------------- blocking ssl.SSLSocket
@@ -175,9 +178,6 @@ class Stats:
         self.prof.enable()
 
 
-STATS = Stats(None)
-
-
 async def _recv_exact_async(conn: Conn, n: int) -> bytes | None:
     data = await conn.recv(n)
     while len(data) < n:
@@ -190,7 +190,7 @@ async def _recv_exact_async(conn: Conn, n: int) -> bytes | None:
     return data
 
 
-async def handle_sink(conn: Conn) -> None:
+async def handle_sink(conn: Conn, stats: Stats) -> None:
     recv, send = conn.recv, conn.send
     while (header := await _recv_exact_async(conn, 8)) is not None:
         (remaining,) = struct.unpack("!Q", header)
@@ -200,134 +200,131 @@ async def handle_sink(conn: Conn) -> None:
             if not data:
                 return
             remaining -= len(data)
-        STATS.received += total
+        stats.received += total
         await send(b"k")
 
 
-async def handle_echo(conn: Conn) -> None:
+async def handle_echo(conn: Conn, stats: Stats) -> None:
     recv, send = conn.recv, conn.send
     while True:
         data = await recv(RECV_BUFFER)
         if not data:
             return
-        STATS.received += len(data)
+        stats.received += len(data)
         await send(data)
 
 
-async def handle_hs(conn: Conn) -> None:
+async def handle_hs(conn: Conn, stats: Stats) -> None:
     if await conn.recv(1):
         await conn.send(b"y")
     while await conn.recv(RECV_BUFFER):
         pass
 
 
-HANDLERS: dict[str, Callable[[Conn], Awaitable[None]]] = {
+Handler = Callable[[Conn, Stats], Awaitable[None]]
+HANDLERS: dict[str, Handler] = {
     "sink": handle_sink,
     "echo": handle_echo,
     "hs": handle_hs,
 }
 
 
-async def serve_conn(make: Callable[[], Awaitable[Conn]], handler: Callable) -> None:  # type: ignore[type-arg]
-    """Set up one connection, serve it, close it; connection errors are ignored."""
-    conn = None
-    STATS.start()
-    try:
-        conn = await make()
-        await handler(conn)
-    except Exception:
-        pass  # a client that went away is not the server's problem
-    finally:
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
-        STATS.dump()
+class EventLoopServer:
+    """The three modes over each library's own "serve TLS over TCP" helper."""
 
+    def __init__(self, impl: str, ctx: ssl.SSLContext, mode: str, stats: Stats, knobs: Knobs):
+        self.impl = impl
+        self.ctx = ctx
+        self.handler = HANDLERS[mode]
+        self.stats = stats
+        self.knobs = knobs
 
-def run_trio(impl: str, ctx: ssl.SSLContext, mode: str) -> None:
-    """Each library's own "serve TLS over TCP" helper."""
-    import trio
+    async def serve_conn(self, make: Callable[[], Awaitable[Conn]]) -> None:
+        """Set up one connection, serve it, close it; connection errors are ignored."""
+        conn = None
+        self.stats.start()
+        try:
+            conn = await make()
+            await self.handler(conn, self.stats)
+        except Exception:
+            pass  # a client that went away is not the server's problem
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+            self.stats.dump()
 
-    handler = HANDLERS[mode]
+    def run(self) -> None:
+        main = getattr(self, f"main_{IMPLS[self.impl].loop}")
+        IMPLS[self.impl].run(main, self.stats.instruments())
 
-    async def on_stream(stream: Any) -> None:  # TCP_NODELAY is set by Trio
-        async def make() -> Conn:
-            # A no-op for trio_tlsretry, whose server hands over streams
-            # whose handshake is done; trio's handshakes here.
-            await stream.do_handshake()
-            return Conn(stream.send_all, stream.receive_some, stream.aclose, stream)
+    async def main_trio(self) -> None:
+        import trio
 
-        await serve_conn(make, handler)
+        async def on_stream(stream: Any) -> None:  # TCP_NODELAY is set by Trio
+            async def make() -> Conn:
+                if self.impl == "tlsretry":
+                    self.knobs.apply_to_stream(stream)
+                # A no-op for trio_tlsretry, whose server hands over streams
+                # whose handshake is done; trio's handshakes here.
+                await stream.do_handshake()
+                return Conn(stream.send_all, stream.receive_some, stream.aclose, stream)
 
-    async def main() -> None:
-        if impl == "tlsretry":
+            await self.serve_conn(make)
+
+        if self.impl == "tlsretry":
             from trio_tlsretry import serve_tls_over_tcp as serve
         else:
             serve = trio.serve_ssl_over_tcp  # type: ignore[assignment]
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(
-                functools.partial(serve, on_stream, 0, ctx, host=HOST, backlog=2048)
+                functools.partial(serve, on_stream, 0, self.ctx, host=HOST, backlog=2048)
             )
             announce(listeners[0].transport_listener.socket.getsockname()[1])
 
-    trio.run(main, instruments=STATS.instruments())
+    async def main_anyio(self) -> None:
+        import anyio
+        from anyio.abc import SocketAttribute
+        from anyio.streams.tls import TLSStream as AnyioTLSStream
 
+        async def on_tcp(tcp: Any) -> None:
+            async def make() -> Conn:
+                stream = await AnyioTLSStream.wrap(
+                    tcp, server_side=True, ssl_context=self.ctx, standard_compatible=True
+                )
+                receive = stream.receive
 
-def run_anyio(ctx: ssl.SSLContext, mode: str) -> None:
-    import anyio
-    from anyio.abc import SocketAttribute
-    from anyio.streams.tls import TLSStream as AnyioTLSStream
+                async def recv(n: int) -> bytes:
+                    # anyio raises EndOfStream where the other APIs return b"".
+                    try:
+                        return await receive(n)
+                    except anyio.EndOfStream:
+                        return b""
 
-    handler = HANDLERS[mode]
+                return Conn(stream.send, recv, stream.aclose, stream)
 
-    async def on_tcp(tcp: Any) -> None:
-        async def make() -> Conn:
-            stream = await AnyioTLSStream.wrap(
-                tcp, server_side=True, ssl_context=ctx, standard_compatible=True
-            )
-            receive = stream.receive
+            await self.serve_conn(make)
 
-            async def recv(n: int) -> bytes:
-                # anyio raises EndOfStream where the other APIs return b"".
-                try:
-                    return await receive(n)
-                except anyio.EndOfStream:
-                    return b""
-
-            return Conn(stream.send, recv, stream.aclose, stream)
-
-        await serve_conn(make, handler)
-
-    async def main() -> None:
         listener = await anyio.create_tcp_listener(local_host=HOST, local_port=0, backlog=2048)
         announce(listener.extra(SocketAttribute.local_port))
         await listener.serve(on_tcp)
 
-    anyio.run(main, backend="trio", backend_options={"instruments": STATS.instruments()})
+    async def main_asyncio(self) -> None:
+        import asyncio
 
+        async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # The TLS handshake is done before asyncio calls this.
+            async def make() -> Conn:
+                return asyncio_conn(reader, writer)
 
-def run_asyncio(ctx: ssl.SSLContext, mode: str) -> None:
-    import asyncio
+            await self.serve_conn(make)
 
-    handler = HANDLERS[mode]
-
-    async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # The TLS handshake is done before asyncio calls this.
-        async def make() -> Conn:
-            return asyncio_conn(reader, writer)
-
-        await serve_conn(make, handler)
-
-    async def main() -> None:
-        server = await asyncio.start_server(on_conn, HOST, 0, ssl=ctx, backlog=2048)
+        server = await asyncio.start_server(on_conn, HOST, 0, ssl=self.ctx, backlog=2048)
         announce(server.sockets[0].getsockname()[1])
         await server.serve_forever()
 
-    asyncio.run(main())
-
 
 def main() -> None:
-    global STATS
     parser = argparse.ArgumentParser()
     parser.add_argument("--impl", choices=IMPLS, default="blocking")
     parser.add_argument("--mode", choices=sorted(HANDLERS), required=True)
@@ -336,21 +333,14 @@ def main() -> None:
     parser.add_argument("--profile", default=None)
     args = parser.parse_args()
 
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    apply_knobs(args.knob)
+    raise_fd_limit()
+    knobs = Knobs.parse(args.knob)
+    knobs.apply_to_process()
     ctx = server_context(args.certdir)
     if args.impl == "blocking":
         run_blocking(ctx, args.mode)
         return
-    STATS = Stats(args.profile)
-    if args.impl in ("tlsretry", "trio"):
-        run_trio(args.impl, ctx, args.mode)
-    elif args.impl == "anyio":
-        run_anyio(ctx, args.mode)
-    else:
-        run_asyncio(ctx, args.mode)
+    EventLoopServer(args.impl, ctx, args.mode, Stats(args.profile), knobs).run()
 
 
 if __name__ == "__main__":

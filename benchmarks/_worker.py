@@ -7,16 +7,15 @@ Started by ``run.py`` (or by hand)::
 This process is the TLS client. It starts the server (``_peer.py``) as a
 child process running the same implementation (``--server-impl`` picks
 another one, e.g. ``blocking`` for the old fixed-peer mode), runs the case,
-and prints one JSON object on its last stdout line. Rates are measured here;
-the server's CPU time (``/proc/PID/stat``) and, for the idle case, its RSS
-are reported alongside.
+and prints one JSON object on its stdout (see ``_harness``). Rates are
+measured here; the server's CPU time (``/proc/PID/stat``) and, for the idle
+case, its RSS are reported alongside.
 
-``--knob NAME=VALUE`` sets a trio_tlsretry tuning constant before the case runs
+``--knob NAME=VALUE`` sets a trio_tlsretry setting in both processes
 (``WRITE_CHUNK``, ``TRANSPORT_RECEIVE_SIZE``, ``DEFAULT_RECEIVE_SIZE``,
-``BUSY_POLL_US``: module-level settings of the library, read when used), so
-that a change can be measured without editing the
-library; it applies to both processes. ``--profile FILE`` writes a cProfile
-of the measured part; ``--profile-server FILE`` one of the server.
+``BUSY_POLL_US``; see ``_harness.Knobs``), so that a change can be measured
+without editing the library. ``--profile FILE`` writes a cProfile of the
+measured part; ``--profile-server FILE`` one of the server.
 """
 
 from __future__ import annotations
@@ -27,26 +26,32 @@ import functools
 import gc
 import json
 import os
-import resource
 import ssl
 import struct
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-HOST = "127.0.0.1"
-# The certificate's IP address entry: every implementation connects to it and
-# verifies it (no name resolution, no SNI, for all of them alike).
-SERVER_NAME = HOST
-MiB = 1024 * 1024
+# Run as a script, so this directory is on sys.path.
+from _harness import (
+    HOST,
+    IMPLS,
+    SERVER_NAME,
+    Child,
+    Conn,
+    Knobs,
+    MiB,
+    StepCounter,
+    asyncio_conn,
+    client_context,
+    cpu_seconds,
+    raise_fd_limit,
+    rss,
+)
 
-IMPLS = ("tlsretry", "trio", "anyio", "asyncio", "blocking")
 CASES = ("bulk", "onecall", "pingpong", "handshake", "idle")
 PEER_MODE = {
     "bulk": "sink",
@@ -67,43 +72,7 @@ SIZES: dict[str, tuple[int, int]] = {
 }
 
 
-def size(name: str, quick: bool) -> int:
-    full, small = SIZES[name]
-    return small if quick else full
-
-
 # ------------------------------------------------------------------ memory
-
-
-def proc_status(key: str) -> int:
-    """A ``/proc/self/status`` field in bytes (``VmRSS``, ``VmHWM``)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-PEER_PID: int | None = None
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def peer_cpu() -> float:
-    """CPU seconds (user + system, all threads) used so far by the server process."""
-    if PEER_PID is None:
-        return 0.0
-    with open(f"/proc/{PEER_PID}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
-
-
-def peer_rss() -> int:
-    """The server process's ``VmRSS`` in bytes."""
-    with open(f"/proc/{PEER_PID}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise KeyError("VmRSS")
 
 
 def reset_peak_rss() -> bool:
@@ -120,13 +89,13 @@ class RSSSampler:
     """Fallback peak-RSS probe when VmHWM cannot be reset: sample every 1 ms."""
 
     def __init__(self) -> None:
-        self.peak = proc_status("VmRSS")
+        self.peak = rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(0.001):
-            self.peak = max(self.peak, proc_status("VmRSS"))
+            self.peak = max(self.peak, rss())
 
     def __enter__(self) -> RSSSampler:
         self._thread.start()
@@ -135,44 +104,15 @@ class RSSSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, proc_status("VmRSS"))
+        self.peak = max(self.peak, rss())
 
 
 # ------------------------------------------------------------ connections
 
 
-@dataclass
-class Conn:
-    """The three operations a case needs, bound as directly as possible."""
-
-    send: Callable[[bytes], Awaitable[Any]]
-    recv: Callable[[int], Awaitable[bytes]]
-    close: Callable[[], Awaitable[None]]
-    stream: Any
-
-
-def client_context(certdir: Path) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(certdir / "ca.pem"))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    return ctx
-
-
-def asyncio_conn(reader: Any, writer: Any) -> Conn:
-    """A ``Conn`` over asyncio's streams (sending is ``write()`` + ``drain()``)."""
-
-    async def send(data: bytes) -> None:
-        writer.write(data)
-        await writer.drain()
-
-    async def close() -> None:
-        writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError):
-            await writer.wait_closed()
-
-    return Conn(send, reader.read, close, writer)
-
-
-def make_connector(impl: str, ctx: ssl.SSLContext, port: int) -> Callable[[], Awaitable[Conn]]:
+def make_connector(
+    impl: str, ctx: ssl.SSLContext, port: int, knobs: Knobs
+) -> Callable[[], Awaitable[Conn]]:
     # Each library's own "TLS over TCP" helper, as an application would use
     # it. All verify the server's certificate against SERVER_NAME.
     if impl == "tlsretry":
@@ -180,6 +120,7 @@ def make_connector(impl: str, ctx: ssl.SSLContext, port: int) -> Callable[[], Aw
 
         async def connect_tlsretry() -> Conn:
             stream = await open_tls_over_tcp_stream(SERVER_NAME, port, ssl_context=ctx)
+            knobs.apply_to_stream(stream)
             await stream.do_handshake()
             return Conn(stream.send_all, stream.receive_some, stream.aclose, stream)
 
@@ -280,57 +221,64 @@ async def sink_round(conn: Conn, chunks: list[bytes]) -> None:
 # ------------------------------------------------------------------ cases
 
 
-class StepCounter:
-    """A Trio instrument counting task steps (scheduler passes) while enabled."""
+@dataclass
+class Timing:
+    """Wall, CPU and server CPU seconds of a timed part."""
 
-    def __init__(self) -> None:
-        self.enabled = False
-        self.steps = 0
-
-    def before_task_step(self, task: object) -> None:
-        if self.enabled:
-            self.steps += 1
+    seconds: float = 0.0
+    cpu: float = 0.0
+    peer_cpu: float = 0.0
 
 
-STEPS: StepCounter | None = None
+@dataclass
+class Measure:
+    """What a case is told: its size, the server process, what to profile and count."""
 
+    quick: bool
+    peer_pid: int
+    profile: str | None = None
+    steps: StepCounter | None = None
 
-class Profiler:
-    """cProfile around the measured part, if asked for.
+    def size(self, name: str) -> int:
+        full, small = SIZES[name]
+        return small if self.quick else full
 
-    The timer is this process's CPU time, so time spent descheduled (waiting
-    for the peer, or preempted on a busy machine) is not charged to whatever
-    function happened to be running.
-    """
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[Timing]:
+        """Time the block: wall clock, this process's CPU and the server's CPU.
 
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self.prof: Any = None
-
-    def __enter__(self) -> None:
-        if STEPS is not None:
-            STEPS.steps = 0
-            STEPS.enabled = True
-        if self.path:
+        Profiled (if asked for) with this process's CPU time as the timer, so
+        time spent descheduled (waiting for the peer, or preempted on a busy
+        machine) is not charged to whatever function happened to be running.
+        """
+        timing = Timing()
+        prof: Any = None
+        if self.steps is not None:
+            self.steps.steps = 0
+            self.steps.enabled = True
+        if self.profile:
             import cProfile
 
-            self.prof = cProfile.Profile(time.process_time)
-            self.prof.enable()
-
-    def __exit__(self, *exc: object) -> None:
-        if STEPS is not None:
-            STEPS.enabled = False
-        if self.prof is not None:
-            self.prof.disable()
-            self.prof.dump_stats(self.path)
+            prof = cProfile.Profile(time.process_time)
+            prof.enable()
+        p0 = cpu_seconds(self.peer_pid)
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        yield timing
+        timing.seconds = time.perf_counter() - t0
+        timing.cpu = time.process_time() - c0
+        timing.peer_cpu = cpu_seconds(self.peer_pid) - p0
+        if self.steps is not None:
+            self.steps.enabled = False
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(self.profile)
 
 
 def timed_result(
     value: float,
     unit: str,
-    elapsed: float,
-    cpu: float,
-    peer_cpu_seconds: float,
+    timing: Timing,
     info: tuple[str | None, str | None],
     **extra: object,
 ) -> dict[str, object]:
@@ -338,9 +286,9 @@ def timed_result(
     return {
         "value": value,
         "unit": unit,
-        "seconds": elapsed,
-        "cpu_seconds": cpu,
-        "peer_cpu_seconds": peer_cpu_seconds,
+        "seconds": timing.seconds,
+        "cpu_seconds": timing.cpu,
+        "peer_cpu_seconds": timing.peer_cpu,
         **extra,
         "version": info[0],
         "cipher": info[1],
@@ -348,70 +296,50 @@ def timed_result(
 
 
 async def repeat_for(
-    seconds: float, batch: Callable[[], Awaitable[None]], per_batch: int, profile: str | None
-) -> tuple[int, float, float, float]:
-    """Run ``batch`` until ``seconds`` have passed: operations, wall, CPU and peer CPU seconds."""
+    m: Measure, seconds: float, batch: Callable[[], Awaitable[None]], per_batch: int
+) -> tuple[int, Timing]:
+    """Run ``batch`` until ``seconds`` have passed: how many operations, and their timing."""
     count = 0
-    with Profiler(profile):
-        p0 = peer_cpu()
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        deadline = t0 + seconds
+    with m.timed() as timing:
+        deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
             await batch()
             count += per_batch
-        elapsed = time.perf_counter() - t0
-        cpu = time.process_time() - c0
-        pcpu = peer_cpu() - p0
-    return count, elapsed, cpu, pcpu
+    return count, timing
 
 
-async def case_bulk(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
-    total = size("bulk_total", opts.quick)
-    chunk_size = size("bulk_chunk", opts.quick)
+async def case_bulk(connect: Callable[[], Awaitable[Conn]], m: Measure) -> dict:
+    total = m.size("bulk_total")
+    chunk_size = m.size("bulk_chunk")
     block = b"\xa5" * chunk_size
     conn = await connect()
     info = negotiated(conn)
     await sink_round(conn, [block] * (8 * MiB // chunk_size))  # warm-up
     chunks = [block] * (total // chunk_size)
-    with Profiler(opts.profile):
-        p0 = peer_cpu()
-        c0 = time.process_time()
-        t0 = time.perf_counter()
+    with m.timed() as timing:
         await sink_round(conn, chunks)
-        elapsed = time.perf_counter() - t0
-        cpu = time.process_time() - c0
-        pcpu = peer_cpu() - p0
     await conn.close()
-    return timed_result(total / elapsed / 1e6, "MB/s", elapsed, cpu, pcpu, info, bytes=total)
+    return timed_result(total / timing.seconds / 1e6, "MB/s", timing, info, bytes=total)
 
 
-async def case_onecall(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
-    total = size("onecall_total", opts.quick)
+async def case_onecall(connect: Callable[[], Awaitable[Conn]], m: Measure) -> dict:
+    total = m.size("onecall_total")
     payload = b"\x5a" * total  # resident before the baseline is taken
     conn = await connect()
     info = negotiated(conn)
     await sink_round(conn, [b"\x5a" * MiB])  # warm-up: buffers allocated, tickets read
     gc.collect()
-    baseline = proc_status("VmRSS")
+    baseline = rss()
     exact = reset_peak_rss()
     sampler = contextlib.nullcontext() if exact else RSSSampler()
-    with sampler, Profiler(opts.profile):
-        p0 = peer_cpu()
-        c0 = time.process_time()
-        t0 = time.perf_counter()
+    with sampler, m.timed() as timing:
         await sink_round(conn, [payload])
-        elapsed = time.perf_counter() - t0
-        cpu = time.process_time() - c0
-        pcpu = peer_cpu() - p0
-    peak = proc_status("VmHWM") if exact else sampler.peak  # type: ignore[union-attr]
+    peak = rss(field="VmHWM") if exact else sampler.peak  # type: ignore[union-attr]
     await conn.close()
     return timed_result(
-        total / elapsed / 1e6,
+        total / timing.seconds / 1e6,
         "MB/s",
-        elapsed,
-        cpu,
-        pcpu,
+        timing,
         info,
         bytes=total,
         rss_growth_mib=(peak - baseline) / MiB,
@@ -419,8 +347,8 @@ async def case_onecall(connect: Callable[[], Awaitable[Conn]], opts: argparse.Na
     )
 
 
-async def case_pingpong(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
-    seconds = size("pingpong_seconds", opts.quick)
+async def case_pingpong(connect: Callable[[], Awaitable[Conn]], m: Measure) -> dict:
+    seconds = m.size("pingpong_seconds")
     message = b"\x77" * 64
     conn = await connect()
     info = negotiated(conn)
@@ -434,16 +362,14 @@ async def case_pingpong(connect: Callable[[], Awaitable[Conn]], opts: argparse.N
                 data += await recv_exact(conn, 64 - len(data))
 
     await rounds(500)  # warm-up
-    count, elapsed, cpu, pcpu = await repeat_for(
-        seconds, functools.partial(rounds, 200), 200, opts.profile
-    )
+    count, timing = await repeat_for(m, seconds, functools.partial(rounds, 200), 200)
     await conn.close()
-    rate = count / elapsed
-    return timed_result(rate, "round trips/s", elapsed, cpu, pcpu, info, round_trips=count)
+    rate = count / timing.seconds
+    return timed_result(rate, "round trips/s", timing, info, round_trips=count)
 
 
-async def case_handshake(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
-    seconds = size("handshake_seconds", opts.quick)
+async def case_handshake(connect: Callable[[], Awaitable[Conn]], m: Measure) -> dict:
+    seconds = m.size("handshake_seconds")
     info: tuple[str | None, str | None] = (None, None)
 
     async def one() -> None:
@@ -461,13 +387,13 @@ async def case_handshake(connect: Callable[[], Awaitable[Conn]], opts: argparse.
 
     for _ in range(20):  # warm-up
         await one()
-    count, elapsed, cpu, pcpu = await repeat_for(seconds, ten, 10, opts.profile)
-    rate = count / elapsed
-    return timed_result(rate, "connections/s", elapsed, cpu, pcpu, info, connections=count)
+    count, timing = await repeat_for(m, seconds, ten, 10)
+    rate = count / timing.seconds
+    return timed_result(rate, "connections/s", timing, info, connections=count)
 
 
-async def case_idle(connect: Callable[[], Awaitable[Conn]], opts: argparse.Namespace) -> dict:
-    n = size("idle_connections", opts.quick)
+async def case_idle(connect: Callable[[], Awaitable[Conn]], m: Measure) -> dict:
+    n = m.size("idle_connections")
 
     async def open_one() -> Conn:
         conn = await connect()
@@ -481,12 +407,12 @@ async def case_idle(connect: Callable[[], Awaitable[Conn]], opts: argparse.Names
         await conn.close()
     del warm, conn
     gc.collect()
-    baseline = proc_status("VmRSS")
-    peer_baseline = peer_rss()
+    baseline = rss()
+    peer_baseline = rss(m.peer_pid)
     conns = [await open_one() for _ in range(n)]
     gc.collect()
-    after = proc_status("VmRSS")
-    peer_after = peer_rss()
+    after = rss()
+    peer_after = rss(m.peer_pid)
     for conn in conns:
         await conn.close()
     return {
@@ -510,53 +436,25 @@ CASE_FUNCS = {
 }
 
 
-# ------------------------------------------------------------------- knobs
-
-
-def apply_knobs(knobs: list[str]) -> dict[str, int]:
-    """Override trio_tlsretry tuning constants in this process only."""
-    if not knobs:
-        return {}
-    from trio_tlsretry import _busy_poll, _engine, _stream
-
-    applied = {}
-    for item in knobs:
-        name, _, raw = item.partition("=")
-        value = int(raw, 0)
-        # Each is a documented module-level setting, read when used.
-        if name == "WRITE_CHUNK":
-            _engine.DEFAULT_WRITE_CHUNK = value
-        elif name == "BUSY_POLL_US":
-            # The limit new streams start with (microseconds here, seconds there).
-            _busy_poll.DEFAULT_BUSY_POLL = value / 1e6
-        elif name in ("TRANSPORT_RECEIVE_SIZE", "DEFAULT_RECEIVE_SIZE"):
-            setattr(_stream, name, value)
-        else:
-            raise SystemExit(f"unknown knob {name!r}")
-        applied[name] = value
-    return applied
-
-
 # -------------------------------------------------------------------- main
 
 
 def start_peer(
-    impl: str, mode: str, certdir: Path, knobs: list[str], profile: str | None
-) -> tuple[subprocess.Popen[str], int]:
-    cmd = [sys.executable, str(HERE / "_peer.py"), "--impl", impl, "--mode", mode]
-    cmd += ["--certdir", str(certdir)]
+    impl: str, mode: str, certdir: Path, knobs: Knobs, profile: str | None
+) -> tuple[Child, int]:
+    """The server process, and the port it listens on."""
+    args = ["--impl", impl, "--mode", mode, "--certdir", str(certdir)]
     if impl == "tlsretry":
-        for knob in knobs:
-            cmd += ["--knob", knob]
+        args += knobs.args()
     if profile:
-        cmd += ["--profile", profile]
-    peer = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    assert peer.stdout is not None
-    line = peer.stdout.readline()
-    if not line:
-        peer.wait()
-        raise RuntimeError("the peer did not start")
-    return peer, int(line)
+        args += ["--profile", profile]
+    peer = Child(f"{impl} server", "_peer.py", args)
+    try:
+        port = peer.read(60)["port"]
+    except RuntimeError:
+        peer.terminate()
+        raise RuntimeError("the peer did not start") from None
+    return peer, port
 
 
 def wait_for_server_profile(path: str, timeout: float = 10.0) -> None:
@@ -566,26 +464,6 @@ def wait_for_server_profile(path: str, timeout: float = 10.0) -> None:
     while not info.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)
-
-
-def run_case(impl: str, case: str, ctx: ssl.SSLContext, port: int, opts: argparse.Namespace) -> Any:
-    connect = make_connector(impl, ctx, port)
-
-    async def main() -> dict:
-        return await CASE_FUNCS[case](connect, opts)
-
-    instruments = [STEPS] if STEPS is not None else []
-    if impl in ("tlsretry", "trio"):
-        import trio
-
-        return trio.run(main, instruments=instruments)
-    if impl == "anyio":
-        import anyio
-
-        return anyio.run(main, backend="trio", backend_options={"instruments": instruments})
-    import asyncio
-
-    return asyncio.run(main())  # "asyncio" and "blocking"
 
 
 def main() -> None:
@@ -604,38 +482,36 @@ def main() -> None:
         "--count-steps", action="store_true", help="count Trio task steps in the timed part"
     )
     opts = parser.parse_args()
-    global STEPS, PEER_PID
     server_impl = opts.server_impl or opts.impl
-    if opts.count_steps:
-        STEPS = StepCounter()
-
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-    knobs = apply_knobs(opts.knob)
+    steps = StepCounter() if opts.count_steps else None
+    raise_fd_limit()
+    knobs = Knobs.parse(opts.knob)
+    knobs.apply_to_process()
     ctx = client_context(opts.certdir)
-    # Import the implementation before any baseline is taken.
-    make_connector(opts.impl, ctx, 0)
+    make_connector(opts.impl, ctx, 0, knobs)  # imports it before any baseline is taken
     if opts.profile_server:
         Path(f"{opts.profile_server}.json").unlink(missing_ok=True)
     peer, port = start_peer(
-        server_impl, PEER_MODE[opts.case], opts.certdir, opts.knob, opts.profile_server
+        server_impl, PEER_MODE[opts.case], opts.certdir, knobs, opts.profile_server
     )
-    PEER_PID = peer.pid
+    measure = Measure(opts.quick, peer.pid, opts.profile, steps)
+    connect = make_connector(opts.impl, ctx, port, knobs)
+
+    async def run_case() -> dict:
+        return await CASE_FUNCS[opts.case](connect, measure)
+
     try:
-        result = run_case(opts.impl, opts.case, ctx, port, opts)
+        result = IMPLS[opts.impl].run(run_case, [steps] if steps is not None else [])
         if opts.profile_server:
             wait_for_server_profile(opts.profile_server)
     finally:
         peer.terminate()
-        peer.wait()
     result.update(
-        impl=opts.impl, server_impl=server_impl, case=opts.case, knobs=knobs, pid=os.getpid()
+        impl=opts.impl, server_impl=server_impl, case=opts.case, knobs=knobs.values, pid=os.getpid()
     )
-    if STEPS is not None:
-        result["task_steps"] = STEPS.steps
-    print(json.dumps(result))
+    if steps is not None:
+        result["task_steps"] = steps.steps
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

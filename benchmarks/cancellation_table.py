@@ -28,12 +28,17 @@ from typing import Any
 import trio
 import trio.testing
 
-from trio_tlsretry import TLSStream
+# Run as a script, so this directory is on sys.path.
+from _harness import BASELINE, IMPLS, OURS
+
 from trio_tlsretry.testing import make_tls_contexts
 
 CONTEXTS = make_tls_contexts()
 CONTEXTS_12 = make_tls_contexts(maximum_version=ssl.TLSVersion.TLSv1_2)
-IMPLEMENTATIONS: dict[str, Any] = {"trio.SSLStream": trio.SSLStream, "TLSStream": TLSStream}
+# Column label -> stream class, the baseline first.
+IMPLEMENTATIONS: dict[str, Any] = {
+    IMPLS[name].short: IMPLS[name].stream_class() for name in (BASELINE, OURS)
+}
 
 
 def transports(kind: str) -> tuple[trio.abc.Stream, trio.abc.Stream]:

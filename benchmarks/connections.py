@@ -74,86 +74,43 @@ to the hard limit.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
-import signal
-import ssl
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _conn_common import (  # noqa: E402
+from _conn_common import (
     BEHIND,
     HANDSHAKING,
     HEADER_SIZE,
     IDLE,
-    IMPL_LABELS,
-    IMPLS,
     SENDING,
     STATE_LABELS,
     STATES,
     WAITING,
-    KiB,
-    LineReader,
-    write_message,
 )
-from _docs import PERFORMANCE_PAGE, list_table, update_section  # noqa: E402
-from idle_memory import raise_fd_limit  # noqa: E402
-from run import machine_info, make_certs  # noqa: E402
+from _docs import PERFORMANCE_PAGE, list_table, update_section
+from _harness import (
+    HERE,
+    IMPLS,
+    TRIO_IMPLS,
+    Child,
+    KiB,
+    machine_info,
+    make_certs,
+    raise_fd_limit,
+    versions,
+)
 
 WARMUP = 20
 #: Where ``--update-docs`` saves the run whose table it puts in the docs.
 DOCS_JSON = HERE / "results" / "connections.json"
 PUSH_STATES = ("send_blocked", "behind")
-
-
-class Child:
-    """A server or client process spoken to with JSON lines."""
-
-    def __init__(self, name: str, cmd: list[str]) -> None:
-        self.name = name
-        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.reader = LineReader(self.process.stdout.fileno())
-
-    def read(self, timeout: float) -> dict[str, Any]:
-        try:
-            return self.reader.read_message(timeout)
-        except (TimeoutError, EOFError) as exc:
-            raise RuntimeError(f"{self.name}: {exc}") from exc
-
-    def request(self, command: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        write_message(self.process.stdin.fileno(), command)
-        return self.read(timeout)
-
-    @contextlib.contextmanager
-    def stopped(self) -> Iterator[None]:
-        """SIGSTOP the process for the duration of the block."""
-        self.process.send_signal(signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            self.process.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        assert self.process.stdin is not None
-        try:
-            write_message(self.process.stdin.fileno(), {"cmd": "exit"})
-            self.process.stdin.close()
-            self.process.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 def reached(
@@ -249,15 +206,14 @@ def bring_up(
 
 def measure(impl: str, state: str, count: int, certdir: Path, trace: bool) -> dict[str, Any]:
     common = ["--state", state, "--certdir", str(certdir), "--max-connections", str(count)]
-    server_cmd = [sys.executable, str(HERE / "_conn_server.py"), "--impl", impl, *common]
+    server_args = ["--impl", impl, *common]
     if trace:
-        server_cmd.append("--tracemalloc")
-    server = Child(f"{impl} server", server_cmd)
+        server_args.append("--tracemalloc")
+    server = Child(f"{impl} server", "_conn_server.py", server_args)
     client = None
     try:
         port = server.read(60)["port"]
-        client_cmd = [sys.executable, str(HERE / "_conn_client.py"), "--port", str(port)]
-        client = Child(f"{impl} client", client_cmd + common)
+        client = Child(f"{impl} client", "_conn_client.py", ["--port", str(port), *common])
         warmup = min(WARMUP, count)
         bring_up(server, client, state, warmup)
         client.request({"cmd": "close"})
@@ -301,16 +257,6 @@ def measure(impl: str, state: str, count: int, certdir: Path, trace: bool) -> di
     return record
 
 
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "openssl": ssl.OPENSSL_VERSION}
-    for name in ("trio", "anyio", "trio_tlsretry"):
-        try:
-            found[name] = metadata.version(name.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
 RATIO_LABEL = "ratio TLSStream/trio"
 
 
@@ -322,7 +268,7 @@ def table_cells(
     One column per implementation (KiB per connection), and the ratio of
     TLSStream to trio.SSLStream next to trio's column when both were measured.
     """
-    header = ["state", *(f"{IMPL_LABELS[impl]} KiB/conn" for impl in impls)]
+    header = ["state", *(f"{IMPLS[impl].short} KiB/conn" for impl in impls)]
     with_ratio = "tlsretry" in impls and "trio" in impls
     if with_ratio:
         header.insert(impls.index("trio") + 2, RATIO_LABEL)
@@ -362,7 +308,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]], impls: list[str], count
 
 def measured_impls(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     """The implementations a saved run measured, in table order."""
-    return [impl for impl in IMPLS if impl in next(iter(results.values()))]
+    return [impl for impl in TRIO_IMPLS if impl in next(iter(results.values()))]
 
 
 def command_line(payload: dict[str, Any]) -> str:
@@ -372,7 +318,7 @@ def command_line(payload: dict[str, Any]) -> str:
     impls = measured_impls(payload["results"])
     if states != list(STATES):
         words += ["--states", ",".join(states)]
-    if impls != list(IMPLS):
+    if impls != list(TRIO_IMPLS):
         words += ["--impls", ",".join(impls)]
     return " ".join(words)
 
@@ -414,7 +360,7 @@ def tracemalloc_report(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             if not trace:
                 continue
             lines.append(
-                f"\n{IMPL_LABELS[impl]}, {STATE_LABELS[state]}: "
+                f"\n{IMPLS[impl].short}, {STATE_LABELS[state]}: "
                 f"{record['kib_per_connection']:.1f} KiB/conn RSS, "
                 f"{trace['traced_bytes_per_connection'] / KiB:.1f} KiB/conn traced by tracemalloc"
             )
@@ -441,9 +387,9 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=2000, help="connections per state (default 2000)")
     parser.add_argument(
         "--impls",
-        type=lambda s: parse_list(s, IMPLS),
-        default=list(IMPLS),
-        help=f"comma-separated subset of {','.join(IMPLS)}",
+        type=lambda s: parse_list(s, TRIO_IMPLS),
+        default=list(TRIO_IMPLS),
+        help=f"comma-separated subset of {','.join(TRIO_IMPLS)}",
     )
     parser.add_argument(
         "--states",
@@ -508,7 +454,7 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
                 record = measure(impl, state, args.n, certdir, args.tracemalloc)
                 results[state][impl] = record
                 print(
-                    f"  {IMPL_LABELS[impl]:<16} {STATE_LABELS[state]:<42} "
+                    f"  {IMPLS[impl].short:<16} {STATE_LABELS[state]:<42} "
                     f"{record['kib_per_connection']:8.1f} KiB/conn "
                     f"(reached in {record['seconds_to_reach']:.1f} s)",
                     file=sys.stderr,

@@ -12,7 +12,10 @@ Usage::
 
     python benchmarks/idle_memory.py            # both, N=1000, and the ratio
     python benchmarks/idle_memory.py -n 5000
-    python benchmarks/idle_memory.py --impl tlsretry   # one process, JSON out
+    python benchmarks/idle_memory.py --impl tlsretry --certdir DIR   # one process, JSON out
+
+The implementations are ``_harness.STREAM_IMPLS``; the certificates are made
+once per run (``_harness.make_certs``) and handed to each process.
 
 Needs trustme (``pip install 'trio-tlsretry[testing]'``). Linux only (reads
 ``/proc/self/status``).
@@ -23,59 +26,39 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import resource
-import ssl
-import subprocess
-import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import trio
 
-IMPLS = ("tlsretry", "sslstream")
+# Run as a script, so this directory is on sys.path.
+from _harness import (
+    HOST,
+    IMPLS,
+    STREAM_IMPLS,
+    client_context,
+    make_certs,
+    raise_fd_limit,
+    rss,
+    run_child,
+    server_context,
+)
+
 BATCH = 100
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def raise_fd_limit(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        raise SystemExit(f"needs {needed} file descriptors; the hard limit is {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
-def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    import trustme
-
-    ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
-
-
-async def open_connections(impl: str, count: int, keep: list[Any]) -> None:
-    from trio_tlsretry import TLSStream
-
-    server_context, client_context = contexts()
-    wrap: Any = TLSStream if impl == "tlsretry" else trio.SSLStream
-    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+async def open_connections(impl: str, certdir: Path, count: int, keep: list[Any]) -> None:
+    server_ctx, client_ctx = server_context(certdir), client_context(certdir)
+    wrap: Any = IMPLS[impl].stream_class()
+    (listener,) = await trio.open_tcp_listeners(0, host=HOST)
     port = listener.socket.getsockname()[1]
 
     async def one() -> None:
-        client_tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        client_tcp = await trio.open_tcp_stream(HOST, port)
         server_tcp = await listener.accept()
-        client = wrap(client_tcp, client_context, server_hostname="127.0.0.1")
-        server = wrap(server_tcp, server_context, server_side=True)
+        client = wrap(client_tcp, client_ctx, server_hostname=HOST)
+        server = wrap(server_tcp, server_ctx, server_side=True)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.do_handshake)
             nursery.start_soon(server.do_handshake)
@@ -96,19 +79,19 @@ async def open_connections(impl: str, count: int, keep: list[Any]) -> None:
             done += batch
 
 
-async def measure(impl: str, count: int) -> dict[str, Any]:
+async def measure(impl: str, certdir: Path, count: int) -> dict[str, Any]:
     warm: list[Any] = []
-    await open_connections(impl, 20, warm)
+    await open_connections(impl, certdir, 20, warm)
     for client, server in warm:
         await trio.aclose_forcefully(client)
         await trio.aclose_forcefully(server)
     del warm
     gc.collect()
-    before = rss_bytes()
+    before = rss()
     keep: list[Any] = []
-    await open_connections(impl, count, keep)
+    await open_connections(impl, certdir, count, keep)
     gc.collect()
-    after = rss_bytes()
+    after = rss()
     result = {
         "impl": impl,
         "connections": count,
@@ -123,40 +106,35 @@ async def measure(impl: str, count: int) -> dict[str, Any]:
     return result
 
 
-def run_child(impl: str, count: int) -> dict[str, Any]:
-    completed = subprocess.run(
-        [sys.executable, __file__, "--impl", impl, "-n", str(count)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if completed.returncode != 0:
-        raise SystemExit(f"{impl} run failed:\n{completed.stderr}")
-    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=1000, help="idle connections (default 1000)")
-    parser.add_argument("--impl", choices=IMPLS, help="run one implementation in this process")
+    parser.add_argument("--impl", choices=STREAM_IMPLS, help="run one implementation here")
+    parser.add_argument("--certdir", type=Path, help="with --impl: ca.pem and server.pem")
     args = parser.parse_args()
     raise_fd_limit(2 * args.n + 200)
     if args.impl:
-        print(json.dumps(trio.run(measure, args.impl, args.n)))
+        if args.certdir is None:
+            parser.error("--impl needs --certdir")
+        print(json.dumps(trio.run(measure, args.impl, args.certdir, args.n)), flush=True)
         return
-    results = {impl: run_child(impl, args.n) for impl in IMPLS}
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="tlsbench-") as tmp:
+        make_certs(Path(tmp))
+        for impl in STREAM_IMPLS:
+            args_ = ["--impl", impl, "-n", str(args.n), "--certdir", tmp]
+            try:
+                results[impl] = run_child(impl, "idle_memory.py", args_, timeout=600)
+            except RuntimeError as exc:
+                raise SystemExit(f"{impl} run failed: {exc}") from None
     print(f"{args.n} idle TLS connections over loopback (client + server stream each)")
-    for impl, label in (("tlsretry", "trio_tlsretry.TLSStream"), ("sslstream", "trio.SSLStream")):
-        r = results[impl]
+    for impl, r in results.items():
         print(
-            f"  {label:<24} {r['version']}  RSS +{(r['rss_after'] - r['rss_before']) / 2**20:7.1f} "
+            f"  {IMPLS[impl].label:<24} {r['version']}  "
+            f"RSS +{(r['rss_after'] - r['rss_before']) / 2**20:7.1f} "
             f"MiB  = {r['bytes_per_connection'] / 1024:6.1f} KiB per connection"
         )
-    ratio = (
-        results["tlsretry"]["bytes_per_connection"] / results["sslstream"]["bytes_per_connection"]
-    )
+    ratio = results["tlsretry"]["bytes_per_connection"] / results["trio"]["bytes_per_connection"]
     print(f"  ratio TLSStream / SSLStream: {ratio:.2f}")
 
 

@@ -21,16 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import pstats
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from _worker import CASES, IMPLS  # noqa: E402
-from run import make_certs  # noqa: E402
+# Run as a script, so this directory is on sys.path.
+from _harness import HERE, IMPLS, make_certs, run_child
+from _worker import CASES
 
 
 def operations(result: dict) -> tuple[int, str]:
@@ -60,22 +56,20 @@ def main() -> None:
     prof_path = out_dir / f"{args.impl}-{args.case}{suffix}.prof"
     with tempfile.TemporaryDirectory(prefix="tlsbench-") as tmp:
         make_certs(Path(tmp))
-        cmd = [sys.executable, str(HERE / "_worker.py"), "--impl", args.impl]
-        cmd += ["--case", args.case, "--certdir", tmp]
+        cmd = ["--impl", args.impl, "--case", args.case, "--certdir", tmp]
         if args.server_impl:
             cmd += ["--server-impl", args.server_impl]
         if args.side == "server":
             cmd += ["--profile-server", str(prof_path)]
         else:
             cmd += ["--profile", str(prof_path)]
-            if args.impl in ("tlsretry", "trio", "anyio"):
+            if IMPLS[args.impl].loop in ("trio", "anyio"):
                 cmd.append("--count-steps")
         if not args.full:
             cmd.append("--quick")
         for knob in args.knob:
             cmd += ["--knob", knob]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result = run_child(f"{args.impl} {args.case}", "_worker.py", cmd, timeout=600)
     ops, what = operations(result)
     if args.side == "server":
         server = json.loads(prof_path.with_name(prof_path.name + ".json").read_text())

@@ -23,13 +23,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import io
 import json
-import os
-import platform
 import re
-import ssl
 import statistics
 import subprocess
 import sys
@@ -38,23 +34,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _docs import PERFORMANCE_PAGE, list_table, update_section  # noqa: E402
-from _worker import CASES, IMPLS  # noqa: E402
+from _docs import PERFORMANCE_PAGE, list_table, update_section
+from _harness import (
+    BASELINE,
+    HERE,
+    IMPLS,
+    OURS,
+    ROOT,
+    machine_info,
+    make_certs,
+    run_child,
+)
+from _worker import CASES
 
-BASELINE = "trio"
-OURS = "tlsretry"
-
-IMPL_LABELS = {
-    "tlsretry": "trio_tlsretry.TLSStream",
-    "trio": "trio.SSLStream",
-    "anyio": "anyio TLSStream (trio)",
-    "asyncio": "asyncio streams",
-    "blocking": "blocking ssl.SSLSocket (ref.)",
-}
 CASE_LABELS = {
     "bulk": "bulk: 256 MiB in 64 KiB send_all",
     "onecall": "one-call: one 64 MiB send_all",
@@ -141,40 +135,6 @@ METRIC_SPECS: dict[str, tuple[str, Any]] = {
 # ------------------------------------------------------------------ setup
 
 
-def make_certs(directory: Path) -> None:
-    import trustme
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
-    cert.private_key_and_cert_chain_pem.write_to_path(str(directory / "server.pem"))
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for name in ("trio", "anyio", "trio_tlsretry"):
-        with contextlib.suppress(Exception):
-            from importlib.metadata import version
-
-            versions[name] = version(name.replace("_", "-"))
-    return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "openssl": ssl.OPENSSL_VERSION,
-        "versions": versions,
-        "loadavg": os.getloadavg(),
-    }
-
-
 def crypto_ceiling(seconds: int) -> dict[str, float | None]:
     """Single-core AES-256-GCM at 16 KiB blocks (one TLS record), in MB/s."""
     out: dict[str, float | None] = {}
@@ -203,24 +163,18 @@ def run_one(
     timeout: float,
     fixed_peer: bool = False,
 ) -> dict[str, Any]:
-    cmd = [sys.executable, str(HERE / "_worker.py"), "--impl", impl, "--case", case]
-    cmd += ["--certdir", str(certdir)]
+    args = ["--impl", impl, "--case", case, "--certdir", str(certdir)]
     if fixed_peer:
-        cmd += ["--server-impl", "blocking"]
+        args += ["--server-impl", "blocking"]
     if quick:
-        cmd.append("--quick")
+        args.append("--quick")
     if impl == OURS:
         for knob in knobs:
-            cmd += ["--knob", knob]
+            args += ["--knob", knob]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"impl": impl, "case": case, "error": f"timed out after {timeout:.0f} s"}
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"impl": impl, "case": case, "error": f"exit {proc.returncode}: {tail}"}
-    return json.loads(lines[-1])
+        return run_child(f"{impl} {case}", "_worker.py", args, timeout)
+    except RuntimeError as exc:
+        return {"impl": impl, "case": case, "error": str(exc)}
 
 
 def metric_values(samples: list[dict[str, Any]], impl: str, metric: str) -> list[float]:
@@ -345,7 +299,7 @@ def text_report(meta: dict[str, Any], summary: dict[str, Any], targets: list[dic
         print(f"{'  min..max':<{width}}" + spread, file=out)
     print(file=out)
     print(
-        f"Targets for {IMPL_LABELS[OURS]} (ratios vs {IMPL_LABELS[BASELINE]}, same run):", file=out
+        f"Targets for {IMPLS[OURS].label} (ratios vs {IMPLS[BASELINE].label}, same run):", file=out
     )
     for t in targets:
         print(f"  {'PASS' if t['pass'] else 'FAIL'}  {t['target']:<36} {t['shown']}", file=out)
@@ -360,7 +314,7 @@ def is_fixed_peer(meta: dict[str, Any]) -> bool:
 def rst_table(meta: dict[str, Any], summary: dict[str, Any], targets: list[dict]) -> str:
     impls = meta["impls"]
     info = meta["machine"]
-    header = ["Case", "Unit", *(IMPL_LABELS[i] for i in impls)]
+    header = ["Case", "Unit", *(IMPLS[i].label for i in impls)]
     rows = []
     for metric, row in summary.items():
         cells = [CASE_LABELS[metric], UNITS[metric]]
@@ -406,13 +360,6 @@ def draw_chart(meta: dict[str, Any], summary: dict[str, Any], path: Path) -> Non
     import matplotlib.pyplot as plt
 
     impls = meta["impls"]
-    colors = {
-        "tlsretry": "#2a7ab0",
-        "trio": "#e08a2c",
-        "anyio": "#6aa84f",
-        "asyncio": "#9e63b5",
-        "blocking": "#9a9a9a",
-    }
     metrics = [m for m in METRICS if m in summary]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
     for ax, metric in zip(axes.flat, metrics, strict=False):
@@ -426,7 +373,7 @@ def draw_chart(meta: dict[str, Any], summary: dict[str, Any], path: Path) -> Non
             medians,
             yerr=[lo, hi],
             capsize=3,
-            color=[colors.get(i, "#777") for i in names],
+            color=[IMPLS[i].color if i in IMPLS else "#777" for i in names],
         )
         for bar, name in zip(bars, names, strict=True):
             ratio = row[name]["ratio"]
@@ -490,7 +437,7 @@ def main() -> int:
         "--knob",
         action="append",
         default=[],
-        help="NAME=VALUE tuning override for trio_tlsretry only (see _worker.py)",
+        help="NAME=VALUE trio_tlsretry setting (see _harness.Knobs)",
     )
     parser.add_argument(
         "--fixed-peer",
@@ -520,7 +467,7 @@ def main() -> int:
     cases = [c for c in args.cases.split(",") if c]
     for name in impls:
         if name not in IMPLS:
-            parser.error(f"unknown implementation {name!r}; choose from {IMPLS}")
+            parser.error(f"unknown implementation {name!r}; choose from {tuple(IMPLS)}")
     for name in cases:
         if name not in CASES:
             parser.error(f"unknown case {name!r}; choose from {CASES}")

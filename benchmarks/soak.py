@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 
 import trio
 
+# Run as a script, so this directory is on sys.path.
+from _harness import rss
+
 from trio_tlsretry import TLSStream
 from trio_tlsretry.testing import make_tls_contexts
 
@@ -89,14 +92,6 @@ class Stats:
 
 
 LIVE: weakref.WeakSet[TLSStream] = weakref.WeakSet()
-
-
-def rss_kib() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 async def chaotic_sender(
@@ -234,7 +229,7 @@ async def soak(seconds: float, connections: int, seed: int) -> int:
     start = time.monotonic()
     warmup_end = start + min(10.0, seconds / 4)
     rss_after_warmup: int | None = None
-    rss_start = rss_kib()
+    rss_start = rss() // 1024
     next_seed = seed * 1_000_000
 
     async def worker(index: int) -> None:
@@ -249,12 +244,12 @@ async def soak(seconds: float, connections: int, seed: int) -> int:
         nonlocal rss_after_warmup
         await trio.sleep(max(0.0, warmup_end - time.monotonic()))
         gc.collect()
-        rss_after_warmup = rss_kib()
+        rss_after_warmup = rss() // 1024
         # Then a sample every tenth of the run, to tell a plateau (allocator
         # high-water mark) from steady growth.
         while time.monotonic() - start < seconds:
             await trio.sleep(seconds / 10)
-            samples.append(rss_kib())
+            samples.append(rss() // 1024)
 
     # The outer nursery holds the server's connection handlers: leaving it
     # waits until the server has finished (and checked) every connection.
@@ -276,7 +271,7 @@ async def soak(seconds: float, connections: int, seed: int) -> int:
 
     elapsed = time.monotonic() - start
     gc.collect()
-    rss_end = rss_kib()
+    rss_end = rss() // 1024
     live = len(LIVE)
     counts = stats.counts
     moved = counts["server.bytes_received"] + counts["client.bytes_received"]
