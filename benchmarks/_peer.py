@@ -26,10 +26,10 @@ Modes (``--mode``):
 Every receive asks for up to ``RECV_BUFFER`` (256 KiB) bytes. The listening
 port is written on stdout (one JSON line, see ``_harness``) as soon as the
 socket listens. ``--knob NAME=VALUE`` sets a trio_tlsretry setting, as in
-``_worker.py``. ``--profile FILE``
-(event-loop servers only) runs a CPU-time ``cProfile`` from the first
-connection on and writes it, with ``FILE.json`` holding the Trio task steps
-and the bytes received, each time a connection ends.
+``_worker.py``. ``--profile FILE`` (event-loop servers only) runs a CPU-time
+``cProfile`` from the first connection on and writes it, with ``FILE.json``
+holding the Trio task steps and the bytes received, each time a connection
+ends.
 """
 
 from __future__ import annotations
