@@ -6,15 +6,18 @@ made and no real time passes, so latencies and timeouts are checked exactly.
 
 from __future__ import annotations
 
+import ast
 import errno
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 from streamtools import receive_exactly, receive_until_eof
 
+import trio_tlsretry.testing
 from trio_tlsretry.testing import ConnectAttempt, FakeTCPNetwork, FakeTCPSocket
 
 EXAMPLE_V4 = "192.0.2.10"
@@ -412,3 +415,88 @@ async def test_socket_details_trio_relies_on(network: FakeTCPNetwork) -> None:
         await a.recv(1)
     assert info.value.errno == errno.EBADF
     b.close()
+
+
+# ------------------------------------------------ checkpoints and parts
+
+
+async def test_every_blocking_call_is_one_cancel_atomic_checkpoint(
+    network: FakeTCPNetwork, autojump_clock: trio.testing.MockClock
+) -> None:
+    listener = FakeTCPSocket(network, socket.AF_INET)
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = FakeTCPSocket(network, socket.AF_INET)
+    await client.connect(listener.getsockname())
+    await client.send(b"hi")
+    server: list[FakeTCPSocket] = []
+
+    async def accept() -> None:
+        server.append((await listener.accept())[0])
+
+    async def send() -> None:
+        await client.send(b"x")
+
+    async def recv() -> None:
+        await server[0].recv(1)
+
+    for operation in (accept, send, recv, client.wait_writable):
+        # Cancelled before it starts, it does nothing, though it could finish.
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await operation()
+        assert scope.cancelled_caught
+        # Not cancelled, it finishes without waiting and still yields once.
+        with trio.testing.assert_checkpoints():
+            await operation()
+    assert len(server) == 1
+    assert network.connections[0].client_sent == b"hix"
+    assert await server[0].recv(10) == b"ix"
+
+
+async def test_two_tasks_may_not_wait_on_the_same_direction_of_a_socket(
+    network: FakeTCPNetwork, autojump_clock: trio.testing.MockClock
+) -> None:
+    network.send_buffer = 1
+    a, b = network.socketpair()
+    await a.send(b"x")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.recv, 1)
+        nursery.start_soon(a.send, b"y")
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError, match="reading"):
+            await a.recv(1)
+        with pytest.raises(trio.BusyResourceError, match="writing"):
+            await a.wait_writable()
+        nursery.cancel_scope.cancel()
+    # The waiters were cancelled: the socket is free again.
+    assert await b.recv(1) == b"x"
+    assert await a.send(b"z") == 1
+
+
+def test_the_fake_networks_parts_use_only_each_others_methods() -> None:
+    """No class of the fake network reads or writes another object's private field.
+
+    Every ``thing._name`` where ``thing`` is not ``self`` must name a method
+    defined in one of the parts (their documented interfaces), never a field.
+    """
+    parts = sorted(Path(trio_tlsretry.testing.__file__).parent.glob("_fakenet*.py"))
+    trees = [ast.parse(path.read_text(), str(path)) for path in parts]
+    methods = {
+        node.name
+        for tree in trees
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    foreign = [
+        f"{path.name}:{node.lineno} {ast.unparse(node)}"
+        for path, tree in zip(parts, trees, strict=True)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+        and node.attr not in methods
+    ]
+    assert len(parts) >= 4
+    assert foreign == []
