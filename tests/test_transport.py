@@ -13,7 +13,7 @@ import trio.testing
 from streamtools import contexts_for, handshake, receive_exactly
 
 from trio_tlsretry import ExactProgressStream, TLSStream
-from trio_tlsretry._transport import is_os_socket
+from trio_tlsretry._transport import _OSSocketIO, is_os_socket
 from trio_tlsretry.testing import FakeTCPNetwork
 
 
@@ -83,6 +83,9 @@ async def socket_tls_pair() -> tuple[TLSStream, TLSStream]:
 
 async def test_socket_fast_paths_and_a_socket_closed_behind_the_streams_back() -> None:
     client, server = await socket_tls_pair()
+    # Over a real socket the stream must have chosen the descriptor path
+    # (sends and reads on the file descriptor, no scheduler trip per call).
+    assert type(client._transport_io) is _OSSocketIO
     for size in (1, 100, 70_000):
         payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
         async with trio.open_nursery() as nursery:

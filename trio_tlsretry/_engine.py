@@ -27,7 +27,7 @@ from typing import Final
 
 from ._pinned import PinnedWrite
 
-__all__ = ["DEFAULT_WRITE_CHUNK", "PLAINTEXT_BUFFER_LIMIT", "TLSEngine", "WriteStep"]
+__all__ = ["DEFAULT_WRITE_CHUNK", "PLAINTEXT_BUFFER_LIMIT", "Stage", "Step", "TLSEngine"]
 
 #: Plaintext handed to ``SSLObject.write`` at a time. The ciphertext of one
 #: chunk (plus a few record headers) is the most the engine buffers for a
@@ -51,16 +51,57 @@ _EMPTY: Final = memoryview(b"")
 _MAX_RECORD_PLAINTEXT: Final = 16384
 
 
-class WriteStep(enum.Enum):
-    """What one step of the pinned write did (:meth:`TLSEngine.advance_pinned_write`)."""
+class Step(enum.Enum):
+    """What one engine step did: the stream's drive loop acts on the answer.
 
-    #: The write is complete (delivered and unpinned), or there is none.
-    FINISHED = enum.auto()
-    #: The next chunk was encrypted into the outgoing queue.
-    QUEUED = enum.auto()
-    #: OpenSSL wants to read first (a TLS 1.2 renegotiation) and took
-    #: nothing; it may have queued handshake bytes to send.
+    Every operation that may need the peer (the handshake, the pinned write,
+    a read, the shutdown, post-handshake authentication) is a step the
+    stream calls again and again until it answers :attr:`DONE`, flushing
+    queued ciphertext and waiting for the peer in between.
+    """
+
+    #: The operation is complete.
+    DONE = enum.auto()
+    #: It made progress (encrypted a chunk, took new ciphertext): flush what
+    #: is queued and ask again, without waiting for the peer.
+    PROGRESS = enum.auto()
+    #: It needs the peer's bytes and took nothing; it may have queued bytes
+    #: the peer needs first (handshake messages), which go out before the wait.
     NEEDS_PEER = enum.auto()
+
+
+class Stage(enum.Enum):
+    """Where a connection is in its life; only the engine changes it."""
+
+    #: The handshake has not completed.
+    HANDSHAKING = enum.auto()
+    #: Both directions are open.
+    OPEN = enum.auto()
+    #: Our close_notify is queued or sent; the peer may still send.
+    SENT_CLOSE = enum.auto()
+    #: The peer's close_notify arrived (or, for an HTTPS-style stream, its
+    #: EOF was accepted as one); we may still send.
+    RECEIVED_CLOSE = enum.auto()
+    #: Both close_notify alerts: nothing more moves.
+    CLOSED = enum.auto()
+
+
+#: What each stage becomes when our close_notify is queued...
+_AFTER_SENDING_CLOSE: Final = {
+    Stage.HANDSHAKING: Stage.SENT_CLOSE,
+    Stage.OPEN: Stage.SENT_CLOSE,
+    Stage.SENT_CLOSE: Stage.SENT_CLOSE,
+    Stage.RECEIVED_CLOSE: Stage.CLOSED,
+    Stage.CLOSED: Stage.CLOSED,
+}
+#: ... and when the peer's arrives.
+_AFTER_RECEIVING_CLOSE: Final = {
+    Stage.HANDSHAKING: Stage.RECEIVED_CLOSE,
+    Stage.OPEN: Stage.RECEIVED_CLOSE,
+    Stage.SENT_CLOSE: Stage.CLOSED,
+    Stage.RECEIVED_CLOSE: Stage.RECEIVED_CLOSE,
+    Stage.CLOSED: Stage.CLOSED,
+}
 
 
 class TLSEngine:
@@ -80,20 +121,20 @@ class TLSEngine:
         "_head",
         "_incoming",
         "_outgoing",
-        "_peer_closed",
         "_plaintext",
         "_plaintext_bytes",
         "_produced",
         "_tls13",
         "_version",
+        "certificate_requested",
         "ciphertext_bytes_received",
         "ciphertext_bytes_sent",
-        "handshake_done",
         "max_outgoing_ciphertext_bytes",
         "pinned",
         "plaintext_bytes_received",
         "plaintext_bytes_sent",
         "ssl_object",
+        "stage",
         "write_chunk",
         "write_retries",
     )
@@ -119,14 +160,15 @@ class TLSEngine:
             server_hostname=server_hostname,
         )
         self.write_chunk = write_chunk
-        self.handshake_done = False
+        #: The connection's life stage (:class:`Stage`).
+        self.stage = Stage.HANDSHAKING
+        #: A post-handshake CertificateRequest is out and unanswered.
+        self.certificate_requested = False
         # Set when the handshake completes; until then assume the worst.
         self._tls13 = False
         # Kept from the handshake: SSLObject.version() answers None once the
         # transport's EOF has been read, and the version cannot change later.
         self._version: str | None = None
-        #: The peer's close_notify has been read: reads return b"" from now on.
-        self._peer_closed = False
         #: The ``send_all`` in progress, if any.
         self.pinned: PinnedWrite | None = None
         # The head of the outgoing queue: bytes taken out of ``outgoing`` and
@@ -151,6 +193,24 @@ class TLSEngine:
         self.ciphertext_bytes_received = 0
         self.write_retries = 0
         self.max_outgoing_ciphertext_bytes = 0
+
+    # ----------------------------------------------------------------- stage
+
+    @property
+    def handshake_done(self) -> bool:
+        return self.stage is not Stage.HANDSHAKING
+
+    @property
+    def sent_close(self) -> bool:
+        """Our close_notify is queued: nothing may be written after it."""
+        return self.stage is Stage.SENT_CLOSE or self.stage is Stage.CLOSED
+
+    @property
+    def _peer_closed(self) -> bool:
+        return self.stage is Stage.RECEIVED_CLOSE or self.stage is Stage.CLOSED
+
+    def _received_close(self) -> None:
+        self.stage = _AFTER_RECEIVING_CLOSE[self.stage]
 
     # ----------------------------------------------------------------- queue
 
@@ -223,6 +283,11 @@ class TLSEngine:
             self._head = memoryview(self._outgoing.read())
         return self._head
 
+    def awaited_head(self) -> memoryview:
+        """The part of :meth:`outgoing_head` the peer may be waiting for
+        (:meth:`must_flush_before_receiving`); empty when there is none."""
+        return self.outgoing_head()[: self.bytes_before_flush_mark]
+
     def consume_outgoing(self, sent: int) -> bool:
         """The transport accepted the first ``sent`` bytes of the head.
 
@@ -252,7 +317,7 @@ class TLSEngine:
         except ssl.SSLWantReadError:
             self._note_output()
             return False
-        self.handshake_done = True
+        self.stage = Stage.OPEN
         self._version = self.ssl_object.version()
         self._tls13 = self._version == "TLSv1.3"
         # A TLS 1.3 server has nothing left to say after the client's
@@ -261,6 +326,10 @@ class TLSEngine:
         self._note_output(peer_may_wait=not tickets_only)
         self._handshake_end = self._flush_mark
         return True
+
+    def handshake_step(self) -> Step:
+        """:meth:`do_handshake` as a step of the drive loop."""
+        return Step.DONE if self.do_handshake() else Step.NEEDS_PEER
 
     @property
     def negotiated_version(self) -> str | None:
@@ -298,7 +367,7 @@ class TLSEngine:
         pinned = self.pinned
         return pinned.undelivered if pinned is not None else 0
 
-    def advance_pinned_write(self) -> WriteStep:
+    def advance_pinned_write(self) -> Step:
         """One step of the pinned write, with the outgoing queue empty.
 
         When every byte has been accepted (and, the queue being empty,
@@ -308,12 +377,12 @@ class TLSEngine:
         """
         pinned = self.pinned
         if pinned is None:
-            return WriteStep.FINISHED
+            return Step.DONE
         if not pinned.unaccepted:
             pinned.mark_delivered()
             self.unpin()
-            return WriteStep.FINISHED
-        return WriteStep.QUEUED if self.write_pinned_chunk() else WriteStep.NEEDS_PEER
+            return Step.DONE
+        return Step.PROGRESS if self.write_pinned_chunk() else Step.NEEDS_PEER
 
     def pin(self, source: object, data: bytes) -> PinnedWrite:
         """Make ``data`` (the snapshot of ``source``) the write in progress."""
@@ -455,9 +524,9 @@ class TLSEngine:
     def pending_error(self) -> ssl.SSLError | None:
         """A TLS error met by :meth:`pump_incoming`, if it was not a close_notify."""
         exc = self._deferred_error
-        if exc is None or isinstance(exc, ssl.SSLZeroReturnError):
+        if isinstance(exc, ssl.SSLZeroReturnError):
             return None
-        return exc if isinstance(exc, ssl.SSLError) else None
+        return exc
 
     def nothing_to_decrypt(self) -> bool:
         """Would ``SSLObject.read`` certainly raise ``SSLWantReadError``?
@@ -503,7 +572,7 @@ class TLSEngine:
             exc = self._deferred_error
             if isinstance(exc, ssl.SSLZeroReturnError):
                 self._deferred_error = None
-                self._peer_closed = True
+                self._received_close()
                 return False
             raise exc
         if self._peer_closed:
@@ -529,7 +598,7 @@ class TLSEngine:
         except ssl.SSLZeroReturnError:
             if len(pieces) == first:
                 self._note_output()
-                self._peer_closed = True
+                self._received_close()
                 return False
             self._deferred_error = ssl.SSLZeroReturnError("close_notify received")
         except ssl.SSLError as exc:
@@ -573,7 +642,25 @@ class TLSEngine:
         """
         self.ssl_object.verify_client_post_handshake()
         self.ssl_object.do_handshake()
+        self.certificate_requested = True
         self._note_output()
+
+    def client_certificate_step(self) -> Step:
+        """Process what arrived; done once the requested certificate is in.
+
+        The client's Certificate is only handled inside ``SSL_read``, so the
+        records are decrypted into the plaintext buffer, where application
+        data waits for the receiver. Raises the TLS error that verification
+        or the client met, if any.
+        """
+        self.pump_incoming()
+        if self.has_peer_certificate():
+            self.certificate_requested = False
+            return Step.DONE
+        error = self.pending_error()
+        if error is not None:
+            raise error
+        return Step.NEEDS_PEER
 
     def has_peer_certificate(self) -> bool:
         try:
@@ -595,10 +682,16 @@ class TLSEngine:
         try:
             self.ssl_object.unwrap()
         except ssl.SSLWantReadError:
+            self.stage = _AFTER_SENDING_CLOSE[self.stage]
             self._note_output()
             return False
+        self.stage = Stage.CLOSED
         self._note_output()
         return True
+
+    def shutdown_step(self) -> Step:
+        """:meth:`start_shutdown` as a step: done once the peer's close_notify is in."""
+        return Step.DONE if self.start_shutdown() else Step.NEEDS_PEER
 
     def absorb_at_close(self, data: bytes | bytearray | memoryview) -> None:
         """Process ciphertext read just before the transport closes; keep no plaintext.
@@ -617,7 +710,7 @@ class TLSEngine:
         while True:
             try:
                 if not self.ssl_object.read(_MAX_RECORD_PLAINTEXT):
-                    self._peer_closed = True
+                    self._received_close()
                     return
             except ssl.SSLWantReadError:
                 return
@@ -631,7 +724,7 @@ class TLSEngine:
 
         For ``https_compatible`` streams: reads answer ``b""`` from now on.
         """
-        self._peer_closed = True
+        self._received_close()
 
     def take_trailing_ciphertext(self) -> bytes:
         """Bytes received after the peer's close_notify (for ``unwrap``)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import operator
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Final, Generic, NoReturn, TypeVar
 
 import idna
@@ -15,12 +16,12 @@ import trio
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from ._details import ConnectionDetails
-from ._engine import PLAINTEXT_BUFFER_LIMIT, TLSEngine, WriteStep
+from ._engine import PLAINTEXT_BUFFER_LIMIT, Step, TLSEngine
 from ._errors import PostHandshakeAuthError
 from ._locks import ConflictDetector, FastLock
 from ._pinned import snapshot
 from ._stats import StreamState, TLSStreamStatistics
-from ._transport import transport_io_for
+from ._transport import failure_cause, transport_io_for
 
 __all__ = ["DEFAULT_RECEIVE_SIZE", "TLSStream"]
 
@@ -43,8 +44,12 @@ TOP_UP_READ_SIZE = 256 * 1024
 #: keeps sending; the kernel's receive buffer is usually smaller.
 CLOSE_DRAIN_LIMIT: Final = 16 * 1024 * 1024
 
-#: Seconds a failed handshake spends trying to send its alert.
+#: Seconds a connection that TLS failed (during the handshake or after it)
+#: spends trying to send its fatal alert (``_send_alert``).
 ALERT_TIMEOUT: Final = 1.0
+
+#: What a transport's methods raise (``TransportIO`` maps everything else).
+_TRANSPORT_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 #: The type of the transport a :class:`TLSStream` wraps.
 T_Stream = TypeVar("T_Stream", bound=trio.abc.Stream)
@@ -152,7 +157,6 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
     # WeakSet of live connections, say), and a drop-in must allow it too.
     __slots__ = (
         "__weakref__",
-        "_client_certificate_requested",
         "_engine",
         "_failure",
         "_failure_cause",
@@ -165,7 +169,6 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         "_receive_conflict",
         "_receive_scope",
         "_send_conflict",
-        "_sent_eof",
         "_state",
         "_transport_io",
         "_transport_receive_lock",
@@ -218,8 +221,6 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         self._transport_receives = 0
         self._receive_scope: trio.CancelScope | None = None
         self._plaintext_drained = ParkingLot()
-        self._sent_eof = False
-        self._client_certificate_requested = False
         self._pha_conflict = ConflictDetector(
             "another task is already waiting for the client's certificate"
         )
@@ -314,33 +315,23 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         await self._send_alert()
         raise trio.BrokenResourceError(message) from exc
 
-    async def _wait_for_peer(self, what: str) -> bool:
-        """One transport read for an engine operation that needs the peer.
-
-        Shared by every loop that waits for the peer (handshake, pinned
-        write, ``unwrap``, post-handshake authentication): if the transport
-        has already ended, nothing more can come, and the operation fails
-        with an ``SSLEOFError`` naming ``what`` it was waiting for. Returns
-        whether we yielded.
-        """
-        if self._engine.transport_eof_seen:  # pragma: no cover - a guard, see below
-            # OpenSSL 3 reports the EOF itself (UNEXPECTED_EOF_WHILE_READING)
-            # as soon as an operation meets it, so this is not reached with
-            # it; but an engine that asked for more after the EOF would
-            # otherwise spin here for ever, as _receive returns at once.
-            await self._fail(ssl.SSLEOFError(f"the transport closed {what}"))
-        return await self._receive()
+    def _note_transport_failure(self, exc: BaseException) -> str:
+        """The transport failed: break the stream (unless closed); the message."""
+        cause = failure_cause(exc)
+        message = f"the transport failed: {cause!r}"
+        self._break(message, cause)
+        return message
 
     def _raise_transport_error(self, exc: BaseException) -> NoReturn:
+        """The one mapping of a transport failure to what the caller sees."""
+        cause = failure_cause(exc)
         if self._state is StreamState.CLOSED:
-            raise trio.ClosedResourceError("this TLSStream was closed") from exc
-        message = f"the transport failed: {exc!r}"
-        self._break(message, exc)
-        raise trio.BrokenResourceError(message) from exc
+            raise trio.ClosedResourceError("this TLSStream was closed") from cause
+        raise trio.BrokenResourceError(self._note_transport_failure(exc)) from cause
 
     # ------------------------------------------------------ moving bytes
 
-    async def _flush(self, *, even_if_broken: bool = False, only_awaited: bool = False) -> None:
+    async def _flush(self) -> None:
         """Hand every queued ciphertext byte to the transport, in order.
 
         The queue lives in the engine, not in this task, so whoever holds the
@@ -348,21 +339,29 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         operation produced those bytes. Order on the wire is therefore fixed
         when the engine produces the bytes, and a task cancelled while waiting
         for the lock leaves its bytes in the queue for the next flusher.
+        """
+        await self._send_queued(self._engine.outgoing_head, self._check_usable)
 
-        ``only_awaited``: stop once what the peer may be waiting for is out
-        (``must_flush_before_receiving``), leaving application data behind it
-        queued for the next send operation.
+    async def _flush_awaited(self) -> None:
+        """Hand over only what the peer may be waiting for
+        (``must_flush_before_receiving``), leaving application data queued
+        behind it for the next send operation."""
+        await self._send_queued(self._engine.awaited_head, self._check_usable)
+
+    async def _send_queued(
+        self, next_head: Callable[[], memoryview], check: Callable[[], None]
+    ) -> None:
+        """Send ``next_head()`` until it is empty, under the transport send lock.
+
+        ``check`` runs before each send (``_check_usable``, or nothing for a
+        broken stream's last alert).
         """
         engine = self._engine
         await _acquire(self._transport_send_lock)
         try:
             transport_io = self._transport_io
-            while engine.must_flush_before_receiving() if only_awaited else engine.has_outgoing():
-                if not (even_if_broken and self._state is StreamState.BROKEN):
-                    self._check_usable()
-                head = engine.outgoing_head()
-                if only_awaited:
-                    head = head[: engine.bytes_before_flush_mark]
+            while head := next_head():
+                check()
                 try:
                     sent = await transport_io.send(head)
                 except trio.Cancelled as exc:
@@ -377,7 +376,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                             exc,
                         )
                     raise
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                except _TRANSPORT_ERRORS as exc:
                     self._raise_transport_error(exc)
                 except BaseException as exc:
                     if transport_io.torn_by is not None:
@@ -419,7 +418,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             return
         with trio.move_on_after(ALERT_TIMEOUT):
             try:
-                await self._flush(even_if_broken=True)
+                await self._send_queued(self._engine.outgoing_head, lambda: None)
             except Exception:
                 pass
 
@@ -437,7 +436,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         while engine.has_outgoing():
             try:
                 sent = io.try_send(engine.outgoing_head())
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            except _TRANSPORT_ERRORS as exc:
                 self._raise_transport_error(exc)
             if not sent:
                 return
@@ -459,7 +458,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         early, ``_flush`` wakes any receiver.
         """
         if self._engine.handshake_bytes_unsent and not self._transport_send_lock.locked:
-            await self._flush(only_awaited=True)
+            await self._flush_awaited()
 
     async def _flush_or_receive(self) -> None:
         """Before waiting for the peer: flush what it may wait for, or take what it sent.
@@ -488,7 +487,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             return
         if not self._transport_io.exact_sends or self._engine.transport_eof_seen:
             # (After the transport's EOF there is nothing more to read.)
-            await self._flush(only_awaited=True)
+            await self._flush_awaited()
             return
         # The reader and the flush each end the other through the nursery's
         # scope. Neither lets an exception out of its task, so a caller's
@@ -514,7 +513,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             scope = nursery.cancel_scope
             nursery.start_soon(receive_meanwhile)
             try:
-                await self._flush(only_awaited=True)
+                await self._flush_awaited()
             except trio.Cancelled as exc:
                 if not scope.cancel_called:
                     failure = exc  # the caller's cancellation
@@ -533,8 +532,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         once: the caller retries its engine operation, which may now succeed,
         and a second read could wait for data that never comes.
         """
-        # Callers ask only before the transport's EOF (``_wait_for_peer``,
-        # ``receive_some``): after it, the engine operation reports it.
+        # Callers ask only before the transport's EOF (``_wait_for_peer``):
+        # after it, the engine operation reports it.
         engine = self._engine
         seen = self._transport_receives
         lock = self._transport_receive_lock
@@ -570,7 +569,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                         data = await io.receive(TRANSPORT_RECEIVE_SIZE)
                     if data is None:
                         return yielded  # woken, or readiness without data
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            except _TRANSPORT_ERRORS as exc:
                 self._raise_transport_error(exc)
             except trio.Cancelled:
                 raise
@@ -591,6 +590,112 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         finally:
             lock.release()
 
+    # ------------------------------------------------------- the one loop
+
+    async def _drive(
+        self,
+        step: Callable[[], Step],
+        what: str,
+        *,
+        flush_first: bool = True,
+        on_error: Callable[[ssl.SSLError], Awaitable[None]] | None = None,
+    ) -> bool:
+        """Call the engine's ``step`` until it is done; return whether we yielded.
+
+        Every operation that may need the peer is this loop around one
+        engine step: the handshake, the pinned write of ``send_all``, the
+        read of ``receive_some``, the shutdown of ``unwrap``, and the wait
+        for a client's certificate. Here is why each await sits where it
+        does; the pinned write, which the library exists for, is the example.
+
+        1. *Flush before asking the engine* (``flush_first``). A new chunk is
+           encrypted only when the outgoing queue is empty. That bounds
+           buffered ciphertext to about one chunk, and it makes
+           ``pinned.delivered`` exact: when the queue is empty, every
+           accepted byte has reached the transport. A receiver does not
+           flush first: it must never wait behind application data the peer
+           is not reading (see 4).
+
+        2. *The flush is the only await that can lose anything, and only over
+           a transport that cannot report progress.* Over a
+           :class:`trio.SocketStream` or an ``ExactProgressStream`` a
+           cancelled flush sends nothing, the queue keeps its head, and the
+           next send operation continues from the exact byte. Over any other
+           transport a cancellation inside its ``send_all`` breaks the stream
+           (``_send_queued`` says why).
+
+        3. *The engine step never awaits.* ``advance_pinned_write`` either
+           has OpenSSL accept the outstanding chunk in full
+           (``SSL_MODE_ENABLE_PARTIAL_WRITE`` is off in CPython) and queues
+           its ciphertext (``PROGRESS``), or answers ``NEEDS_PEER`` having
+           taken nothing. Then the same ``memoryview`` stays the outstanding
+           chunk: OpenSSL's "retry with the same arguments" rule is kept by
+           construction, which over memory BIOs nothing else would check. A
+           TLS error from any step fails the connection (``_fail``: alert,
+           then ``BrokenResourceError``) unless the operation handles it
+           (``on_error``: a read that meets an HTTPS-style EOF).
+
+        4. *NEEDS_PEER: what the peer waits for goes first.* The step may
+           have queued handshake messages (a TLS 1.2 renegotiation, the
+           handshake itself): they are flushed (back to 1) before we wait
+           for the peer's. Then ``_wait_for_peer``, the one way to wait:
+           records decrypted meanwhile on a send path are application data
+           the receiver has not asked for yet; they wait in the engine's
+           plaintext buffer, and once that is full we wait for the receiver
+           rather than read more (a peer cannot make us buffer without
+           bound).
+
+        5. *Cancellation between any two steps is harmless:* the state that
+           matters (pinned offset, outstanding chunk, outgoing queue, incoming
+           BIO, plaintext buffer) lives in the engine and is consistent at
+           every await.
+        """
+        engine = self._engine
+        yielded = False
+        while True:
+            self._check_usable()
+            if flush_first and engine.has_outgoing():
+                await self._flush()
+                continue
+            try:
+                outcome = step()
+                if outcome is Step.NEEDS_PEER and engine.transport_eof_seen:
+                    # OpenSSL 3 reports the transport's EOF itself
+                    # (UNEXPECTED_EOF_WHILE_READING) as soon as a step meets
+                    # it, so this guard is not reached with it; but a step
+                    # that asked for more after the EOF would otherwise spin
+                    # here for ever.
+                    raise ssl.SSLEOFError(f"the transport closed {what}")  # pragma: no cover
+            except ssl.SSLError as exc:
+                if on_error is None:
+                    await self._fail(exc)
+                await on_error(exc)
+                return yielded
+            if outcome is Step.DONE:
+                return yielded
+            if outcome is Step.PROGRESS or (flush_first and engine.has_outgoing()):
+                continue
+            if engine.buffered_plaintext_bytes >= PLAINTEXT_BUFFER_LIMIT:
+                await self._plaintext_drained.park()
+                yielded = True
+                continue
+            if await self._wait_for_peer():
+                yielded = True
+
+    async def _wait_for_peer(self) -> bool:
+        """Wait for the peer's bytes: one transport read; whether we yielded.
+
+        Bytes the peer may itself be waiting for (the rest of a record a
+        cancelled ``send_all`` tore, a KeyUpdate's answer, handshake
+        messages) go out first, or the peer's bytes come in meanwhile
+        (``_flush_or_receive``); if another task holds the transport to send
+        them, we read, and it wakes our read should it stop early.
+        """
+        if self._engine.must_flush_before_receiving() and not self._transport_send_lock.locked:
+            await self._flush_or_receive()
+            return False
+        return await self._receive()
+
     # --------------------------------------------------------- handshake
 
     async def _ensure_handshake(self) -> bool:
@@ -598,47 +703,36 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         engine = self._engine
         if engine.handshake_done:
             return False
-        await self._handshake_lock.acquire()
+        yielded = await _acquire(self._handshake_lock)
         limiter = self._handshake_limiter
         held: trio.CapacityLimiter | None = None
         try:
             if engine.handshake_done:
                 # Another task finished it (and flushed) while we waited.
-                return True
+                return yielded
             if limiter is not None:
                 # Borrowed by the stream, not the task: whichever task drives
                 # the handshake (the lazy first send or receive included),
                 # the one token is released when it ends.
-                await limiter.acquire_on_behalf_of(self)
+                await limiter.acquire_on_behalf_of(self)  # a checkpoint
                 held = limiter
-            while True:
-                self._check_usable()
-                try:
-                    done = engine.do_handshake()
-                except ssl.SSLError as exc:
-                    await self._fail(exc)
-                if done:
-                    # A TLS 1.3 server's session tickets wait for its next
-                    # send (``must_flush_before_receiving`` is false for
-                    # them): flushing them from a receive could deadlock
-                    # against a client that only sends over an unbuffered
-                    # transport (python-trio/trio#819), and a client that
-                    # never reads would leave them unread in its socket,
-                    # whose close then resets the connection and can
-                    # destroy the end of its upload (docs/closing.rst).
-                    # Opted in, a non-blocking socket send (which cannot
-                    # deadlock) sends them now, as ``openssl s_server`` does.
-                    if self._prompt_session_tickets:
-                        self._push_without_waiting()
-                    # The client's Finished: the server waits for it.
-                    await self._flush_handshake_flight()
-                    return True
-                # Our flight first: the peer cannot answer what it has not
-                # seen. Then one transport read, and ask the engine again.
-                if engine.has_outgoing():
-                    await self._flush()
-                else:
-                    await self._wait_for_peer("during the handshake")
+                yielded = True
+            if await self._drive(engine.handshake_step, "during the handshake"):
+                yielded = True
+            # A TLS 1.3 server's session tickets wait for its next send
+            # (``must_flush_before_receiving`` is false for them): flushing
+            # them from a receive could deadlock against a client that only
+            # sends over an unbuffered transport (python-trio/trio#819), and
+            # a client that never reads would leave them unread in its
+            # socket, whose close then resets the connection and can destroy
+            # the end of its upload (docs/closing.rst). Opted in, a
+            # non-blocking socket send (which cannot deadlock) sends them now,
+            # as ``openssl s_server`` does.
+            if self._prompt_session_tickets:
+                self._push_without_waiting()
+            # The client's Finished: the server waits for it.
+            await self._flush_handshake_flight()
+            return yielded
         finally:
             if held is not None:
                 held.release_on_behalf_of(self)
@@ -675,65 +769,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
     # --------------------------------------------------------------- send
 
     async def _drive_pinned(self) -> None:
-        """Push the pinned write through the engine to the transport.
-
-        This is the loop the whole library exists for, so here is why each
-        await sits where it does.
-
-        1. *Flush before writing.* A new chunk is encrypted only when the
-           outgoing queue is empty. That bounds buffered ciphertext to about
-           one chunk, and it makes ``pinned.delivered`` exact: when the queue
-           is empty, every accepted byte has reached the transport.
-
-        2. *The flush is the only await that can lose anything, and only over
-           a transport that cannot report progress.* Over a
-           :class:`trio.SocketStream` or an ``ExactProgressStream`` a
-           cancelled flush sends nothing, the queue keeps its head, and the
-           next send operation continues from the exact byte. Over any other
-           transport a cancellation inside its ``send_all`` breaks the stream
-           (``_flush`` says why).
-
-        3. *The engine call never awaits.* ``advance_pinned_write`` either
-           has OpenSSL accept the outstanding chunk in full
-           (``SSL_MODE_ENABLE_PARTIAL_WRITE`` is off in CPython) and queues
-           its ciphertext, or reports ``NEEDS_PEER`` having taken nothing. In
-           the second case the same ``memoryview`` stays the outstanding
-           chunk of the pinned write: OpenSSL's "retry with the same
-           arguments" rule is kept by construction, which over memory BIOs
-           nothing else would check.
-
-        4. *WANT_READ means renegotiation.* The peer may be waiting for
-           handshake messages we just queued, so they are flushed (back to
-           step 1) before we wait for the peer's. Reading is shared with
-           ``receive_some`` through ``_receive``, which never reads twice for
-           one need. Records decrypted on this path are application data the
-           receiver has not asked for yet; they wait in the engine's plaintext
-           buffer, and once that buffer is full we wait for the receiver
-           rather than read more (a peer cannot make us buffer without bound).
-
-        5. *Cancellation between any two steps is harmless:* the state that
-           matters (pinned offset, outstanding chunk, outgoing queue, incoming
-           BIO, plaintext buffer) lives in the engine and is consistent at
-           every await.
-        """
-        engine = self._engine
-        while True:
-            self._check_usable()
-            if engine.has_outgoing():
-                await self._flush()
-                continue
-            try:
-                step = engine.advance_pinned_write()
-            except ssl.SSLError as exc:
-                await self._fail(exc)
-            if step is WriteStep.FINISHED:
-                return
-            if step is WriteStep.QUEUED or engine.has_outgoing():
-                continue
-            if engine.buffered_plaintext_bytes >= PLAINTEXT_BUFFER_LIMIT:
-                await self._plaintext_drained.park()
-                continue
-            await self._wait_for_peer("during a renegotiation")
+        """Push the pinned write (if any) through the engine to the transport."""
+        await self._drive(self._engine.advance_pinned_write, "during a renegotiation")
 
     def _send_small(self, data: object, fresh: bytes) -> None:
         """One record's worth, one ``write``, one socket send, no await.
@@ -751,7 +788,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             return
         try:
             sent = self._transport_io.try_send(head)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        except _TRANSPORT_ERRORS as exc:
             # Taken but not delivered: pinned, as the general path leaves it.
             engine.pin_accepted(data, fresh)
             self._raise_transport_error(exc)
@@ -773,7 +810,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             self._push_without_waiting()
             if engine.has_outgoing():
                 return  # the socket is full
-            if engine.advance_pinned_write() is not WriteStep.QUEUED:
+            if engine.advance_pinned_write() is not Step.PROGRESS:
                 return  # all sent and unpinned, or OpenSSL wants to read first
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -802,16 +839,18 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             # Cancelled here, the call did nothing at all: nothing is pinned.
             await checkpoint_if_cancelled()
             self._check_usable()
-            if self._sent_eof:
+            if engine.sent_close:
                 raise trio.ClosedResourceError("send_eof() was already called")
             if (
                 not engine.has_pinned_write
                 and engine.handshake_done
                 and not self._transport_send_lock.locked
             ):
-                # The common case: nothing else in flight on a socket. Same
-                # engine steps as below, minus the awaits; whatever cannot be
-                # finished without waiting is finished by _drive_pinned.
+                # The common case: nothing else in flight. Same engine steps
+                # as below, minus the awaits: over a socket the ciphertext
+                # goes out without waiting (other transports take nothing
+                # here); whatever cannot be finished without waiting is
+                # finished by _drive_pinned.
                 try:
                     if len(fresh) <= engine.write_chunk and not engine.has_outgoing():
                         self._send_small(data, fresh)
@@ -857,8 +896,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             self._check_usable()
             await _acquire(self._transport_send_lock)
             try:
-                await self.transport_stream.wait_send_all_might_not_block()
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                await self._transport_io.wait_writable()
+            except _TRANSPORT_ERRORS as exc:
                 self._raise_transport_error(exc)
             finally:
                 self._release_transport_send_lock()
@@ -906,44 +945,34 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                     await cancel_shielded_checkpoint()
                     return b""
                 raise
-            while True:
-                # Once ``read`` returns plaintext nothing may await with it in
-                # hand except the shielded checkpoint below, so a cancellation
-                # can never lose decrypted bytes.
-                try:
-                    data = engine.read(max_bytes)
-                except ssl.SSLError as exc:
-                    data = await self._read_failed(exc)
-                if data is None and max_bytes > DEFAULT_RECEIVE_SIZE:
+            # Once ``read`` returns plaintext nothing may await with it in
+            # hand except the shielded checkpoint below, so a cancellation can
+            # never lose decrypted bytes.
+            data = b""
+
+            def read_step() -> Step:
+                nonlocal data
+                got = engine.read(max_bytes)  # an ssl.SSLError goes to failed()
+                if got is None and max_bytes > DEFAULT_RECEIVE_SIZE:
                     # A caller that asks for more than a record: take what the
                     # socket already holds in one go, before any waiting.
                     receives = self._transport_receives
-                    data = self._top_up(b"", max_bytes) or None
-                    if data is None and receives != self._transport_receives:
-                        continue  # ciphertext, an EOF or an error came in: ask again
-                if data is not None:
-                    if data and len(data) < max_bytes:
-                        data = self._top_up(data, max_bytes)
-                    if len(self._plaintext_drained):
-                        self._plaintext_drained.unpark_all()
-                    break
-                if engine.must_flush_before_receiving() and not self._transport_send_lock.locked:
-                    # Bytes the peer may be waiting for (a KeyUpdate's
-                    # answer, the rest of a torn record): they go out, or
-                    # the peer's bytes come in, before we wait; ask again.
-                    # (If another task holds the send lock, it is sending
-                    # them; should it stop early, ``_flush`` wakes our read.)
-                    await self._flush_or_receive()
-                elif engine.transport_eof_seen:  # pragma: no cover - a guard
-                    # OpenSSL 3 reports an EOF itself (the read above raises
-                    # UNEXPECTED_EOF_WHILE_READING); should an engine still
-                    # ask for data after it, fail as OpenSSL would rather
-                    # than read again for ever.
-                    data = await self._read_failed(ssl.SSLEOFError("the transport closed"))
-                    break
-                elif await self._receive():
-                    yielded = True
-                self._check_usable()
+                    got = self._top_up(b"", max_bytes) or None
+                    if got is None and receives != self._transport_receives:
+                        return Step.PROGRESS  # ciphertext, an EOF or an error came in
+                if got is None:
+                    return Step.NEEDS_PEER
+                data = self._top_up(got, max_bytes) if got and len(got) < max_bytes else got
+                if len(self._plaintext_drained):
+                    self._plaintext_drained.unpark_all()
+                return Step.DONE
+
+            async def failed(exc: ssl.SSLError) -> None:
+                nonlocal data
+                data = await self._read_failed(exc)
+
+            if await self._drive(read_step, "while receiving", flush_first=False, on_error=failed):
+                yielded = True
         if not yielded:
             await cancel_shielded_checkpoint()
         return data
@@ -977,8 +1006,9 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             size = min(max(wanted, TRANSPORT_RECEIVE_SIZE), TOP_UP_READ_SIZE)
             try:
                 ciphertext = io.try_receive(size)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._break(f"the transport failed: {exc!r}", exc)
+            except _TRANSPORT_ERRORS as exc:
+                # Reported by the next call, after the data in hand.
+                self._note_transport_failure(exc)
                 break
             if ciphertext is None:
                 break
@@ -1053,7 +1083,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         with self._send_conflict:
             await checkpoint_if_cancelled()
             self._check_usable()
-            if self._sent_eof:
+            if self._engine.sent_close:
                 # A cancelled call may have left part of the close_notify queued.
                 await self._flush()
                 # (A flush over a socket may not wait: the call's checkpoint.)
@@ -1070,7 +1100,6 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 self._engine.start_shutdown()
             except ssl.SSLError as exc:
                 await self._fail(exc)
-            self._sent_eof = True
             await self._flush()
             # Shielded: the close_notify is handed over, so reporting a
             # cancellation now would claim the call did not happen.
@@ -1119,7 +1148,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 await self._ensure_handshake()
                 try:
                     await self._drive_pinned()
-                    if not self._sent_eof:
+                    if not self._engine.sent_close:
                         try:
                             self._engine.start_shutdown()
                         except ssl.SSLError as exc:
@@ -1190,15 +1219,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             self._check_usable()
             await self._ensure_handshake()
             await self._drive_pinned()
-            while True:
-                try:
-                    done = engine.start_shutdown()
-                except ssl.SSLError as exc:
-                    await self._fail(exc)
-                await self._flush()
-                if done:
-                    break
-                await self._wait_for_peer("before the peer's close_notify")
+            await self._drive(engine.shutdown_step, "before the peer's close_notify")
+            await self._flush()
             self._mark_closed()
             trailing = engine.take_trailing_ciphertext()
             # Handed back: like trio.SSLStream, keep no reference to it.
@@ -1240,8 +1262,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             await checkpoint_if_cancelled()
             self._check_usable()
             await self._ensure_handshake()
-            if not self._client_certificate_requested:
-                if self._sent_eof:
+            if not engine.certificate_requested:
+                if engine.sent_close:
                     # A CertificateRequest after our close_notify would be a
                     # record after the closure alert (RFC 8446 section 6.1).
                     raise trio.ClosedResourceError("send_eof() was already called")
@@ -1260,26 +1282,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                     raise PostHandshakeAuthError(
                         f"cannot request the client's certificate: {exc}"
                     ) from exc
-                self._client_certificate_requested = True
-            while True:
-                self._check_usable()
-                if engine.has_outgoing():
-                    await self._flush()
-                    continue
-                # Process whatever arrived; the client's Certificate is only
-                # handled inside SSL_read, and any application data read here
-                # waits in the engine for receive_some.
-                engine.pump_incoming()
-                if engine.has_peer_certificate():
-                    break
-                error = engine.pending_error()
-                if error is not None:
-                    await self._fail(error)
-                if engine.has_outgoing():
-                    continue
-                if engine.buffered_plaintext_bytes >= PLAINTEXT_BUFFER_LIMIT:
-                    await self._plaintext_drained.park()
-                    continue
-                await self._wait_for_peer("before the client's certificate")
-            self._client_certificate_requested = False
+            # Application data that arrives meanwhile waits in the engine's
+            # plaintext buffer for receive_some.
+            await self._drive(engine.client_certificate_step, "before the client's certificate")
             await cancel_shielded_checkpoint()

@@ -78,6 +78,11 @@ class TransportIO:
     more precise; this base class serves any :class:`trio.abc.Stream`, which
     has no non-blocking operations and whose ``send_all`` cannot say how much
     it sent when it fails: :attr:`torn_by` records that.
+
+    A failing transport is reported by every method the same way, as
+    :exc:`trio.BrokenResourceError` or :exc:`trio.ClosedResourceError` (an
+    ``OSError`` is mapped, and chained as the cause), so the stream maps
+    failures in one place (``TLSStream._raise_transport_error``).
     """
 
     __slots__ = ("busy_poll", "torn_by", "transport")
@@ -110,8 +115,17 @@ class TransportIO:
         except BaseException as exc:
             # trio's send_all is not cancel-atomic: some prefix may be out.
             self.torn_by = exc
+            if isinstance(exc, OSError):
+                raise _raw_error(exc) from exc
             raise
         return len(data)
+
+    async def wait_writable(self) -> None:
+        """The transport's ``wait_send_all_might_not_block``."""
+        try:
+            await self.transport.wait_send_all_might_not_block()
+        except OSError as exc:
+            raise _raw_error(exc) from exc
 
     def try_receive(self, max_bytes: int) -> bytes | bytearray | memoryview | None:
         """Read without waiting: data, ``b""`` at EOF, ``None`` if none is ready.
@@ -126,7 +140,10 @@ class TransportIO:
 
         Cancelling it loses nothing (``receive_some`` is cancel-atomic).
         """
-        return await self.transport.receive_some(max_bytes)
+        try:
+            return await self.transport.receive_some(max_bytes)
+        except OSError as exc:
+            raise _raw_error(exc) from exc
 
 
 class _ExactProgressIO(TransportIO):
@@ -140,7 +157,10 @@ class _ExactProgressIO(TransportIO):
         self._send_some = transport.send_some
 
     async def send(self, data: memoryview) -> int:
-        return await self._send_some(data)
+        try:
+            return await self._send_some(data)
+        except OSError as exc:
+            raise _raw_error(exc) from exc
 
 
 # Not on every platform (``os.sched_yield`` is POSIX); polling is only done
@@ -156,6 +176,25 @@ def _scratch_buffer(size: int) -> memoryview:
     if buffer is None or len(buffer) < size:
         buffer = _scratch.buffer = memoryview(bytearray(size))
     return buffer[:size]
+
+
+class _RawOSError(trio.BrokenResourceError):
+    """A transport's own ``OSError`` (not a Trio stream exception), mapped.
+
+    The stream reports the ``OSError`` itself as the cause (:func:`failure_cause`).
+    """
+
+
+def failure_cause(exc: BaseException) -> BaseException:
+    """What a transport failure is reported as caused by: a mapped raw
+    ``OSError`` is reported as itself, anything else as it is."""
+    if isinstance(exc, _RawOSError) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
+
+
+def _raw_error(exc: OSError) -> trio.BrokenResourceError:
+    return _RawOSError(f"the transport raised {exc!r}")
 
 
 def _socket_error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
