@@ -111,6 +111,11 @@ class Pipe:
     def room(self) -> int:
         return self.capacity - self.queued
 
+    def resize(self, capacity: int) -> None:
+        """Hold ``capacity`` unread bytes from now on (a waiting writer rechecks)."""
+        self.capacity = capacity
+        self.wake()
+
     # ------------------------------------------------------ the writer
 
     def writable(self) -> bool:
@@ -300,8 +305,7 @@ class FakeTCPConnection:
     @latency.setter
     def latency(self, seconds: float) -> None:
         check_latency(seconds)
-        for pipe in self._pipes():
-            pipe.latency = seconds
+        self._to_server.latency = self._to_client.latency = seconds
 
     @property
     def send_buffer(self) -> int:
@@ -312,8 +316,7 @@ class FakeTCPConnection:
     def send_buffer(self, size: int) -> None:
         check_send_buffer(size)
         for pipe in self._pipes():
-            pipe.capacity = size
-            pipe.wake()
+            pipe.resize(size)
 
     def _pipes(self) -> tuple[Pipe, Pipe]:
         return self._to_server, self._to_client
