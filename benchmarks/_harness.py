@@ -14,28 +14,26 @@
 * **Setup**: certificates and TLS contexts, the file-descriptor limit, and the
   machine and versions a report names.
 
-Only the standard library is imported here: each implementation's own
-modules are imported where they are used.
+Only the standard library is imported here, and only what a benchmark process
+needs at module level (the rest where it is used: a process's imports shape
+its heap, which some measurements notice); each implementation's own modules
+are imported where they are used.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import resource
 import select
 import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +179,8 @@ class Child:
     def __init__(
         self, name: str, script: str, args: list[str], *, capture_stderr: bool = False
     ) -> None:
+        import tempfile
+
         self.name = name
         self.stderr = tempfile.TemporaryFile() if capture_stderr else None  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -396,6 +396,9 @@ def raise_fd_limit(needed: int | None = None) -> None:
 
 def versions() -> dict[str, str]:
     """Python, OpenSSL and the packages compared ("not installed" where missing)."""
+    import platform
+    from importlib import metadata
+
     found = {"python": platform.python_version(), "openssl": ssl.OPENSSL_VERSION}
     for name in ("trio", "anyio", "trio_tlsretry"):
         try:
@@ -406,6 +409,9 @@ def versions() -> dict[str, str]:
 
 
 def machine_info() -> dict[str, Any]:
+    import datetime as dt
+    import platform
+
     cpu = "unknown"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
