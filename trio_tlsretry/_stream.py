@@ -140,7 +140,9 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         :meth:`aclose`) before it closes. See :doc:`/closing`.
       handshake_limiter: a :class:`trio.CapacityLimiter` shared by many
         streams: the handshake holds one of its tokens while it runs, and
-        waits for one (without using the CPU) before it starts. The wait
+        waits for one (without using the CPU) before it starts; on the
+        server side it starts once the client's first bytes have arrived,
+        so a client that connects and says nothing holds no token. The wait
         is part of the handshake, so a timeout around
         :meth:`do_handshake` (:func:`handshake_or_drop`) counts it.
         :class:`TLSListener` passes its own.
@@ -711,6 +713,14 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 # Another task finished it (and flushed) while we waited.
                 return yielded
             if limiter is not None:
+                if engine.server_side and not engine.ciphertext_bytes_received:
+                    # A token is for a handshake under way: a client that
+                    # connects and says nothing must not hold one, or a few
+                    # silent clients would stop every other handshake until
+                    # their timeouts. So the ClientHello comes first (an EOF
+                    # instead is reported by the handshake step).
+                    await self._wait_for_peer()
+                    yielded = True
                 # Borrowed by the stream, not the task: whichever task drives
                 # the handshake (the lazy first send or receive included),
                 # the one token is released when it ends.
