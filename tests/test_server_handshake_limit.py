@@ -265,3 +265,37 @@ async def test_bad_max_handshakes_is_refused_before_binding(
         443, contexts.server, host=ADDRESS
     )
     await listener.aclose()
+
+
+async def test_clients_that_say_nothing_hold_no_token(
+    network: FakeTCPNetwork, contexts: TLSContexts, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Two clients connect and send nothing; with one token, a third client is
+    # served as if they were not there, and the silent ones are dropped at
+    # their own timeout.
+    results: dict[int, Any] = {}
+
+    async def handler(stream: Stream) -> None:
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            lambda task_status: trio_tlsretry.serve_tls_over_tcp(
+                handler,
+                443,
+                contexts.server,
+                max_handshakes=1,
+                handshake_timeout=5,
+                task_status=task_status,
+            )
+        )
+        silent = [await trio.open_tcp_stream(HOSTNAME, 443) for _ in range(2)]
+        await trio.testing.wait_all_tasks_blocked()
+        await delayed_client(contexts, 0, results)
+        assert results[0][1:] == ("served", near(2))
+        for stream in silent:
+            with trio.fail_after(10):
+                assert await stream.receive_some() == b""  # dropped at 5 s
+            assert trio.current_time() == near(5)
+            await stream.aclose()
+        nursery.cancel_scope.cancel()
