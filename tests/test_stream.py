@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gc
+import os
 import ssl
 import weakref
 
 import pytest
 import trio
 import trio.testing
-from streamtools import handshake, receive_exactly
+from streamtools import contexts_for, handshake, handshaken_socket_pair, receive_exactly
 
 from trio_tlsretry import NeedHandshakeError, StreamState, TLSStream
 from trio_tlsretry._engine import DEFAULT_WRITE_CHUNK
@@ -270,3 +271,26 @@ async def test_do_handshake_again_is_only_a_checkpoint() -> None:
     with trio.testing.assert_checkpoints():
         await client.do_handshake()
     assert client.statistics().ciphertext_bytes_sent == sent
+
+
+async def test_an_empty_send_all_writes_nothing_to_a_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # h11 (hypercorn) ends every HTTP/1.1 response with send_all(b""): no
+    # empty write system call, only a checkpoint.
+    async with handshaken_socket_pair(contexts_for(ssl.TLSVersion.TLSv1_3)) as (client, _):
+        fd = client.transport_stream.socket.fileno()
+        writes: list[int] = []
+        real_write = os.write
+
+        def counting_write(to: int, data: bytes) -> int:
+            if to == fd:
+                writes.append(len(data))
+            return real_write(to, data)
+
+        monkeypatch.setattr(os, "write", counting_write)
+        await client.send_all(b"x")
+        assert len(writes) == 1  # the counter sees the socket's writes
+        with trio.testing.assert_checkpoints():
+            await client.send_all(b"")
+        assert len(writes) == 1

@@ -862,7 +862,11 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 # here); whatever cannot be finished without waiting is
                 # finished by _drive_pinned.
                 try:
-                    if len(fresh) <= engine.write_chunk and not engine.has_outgoing():
+                    if not fresh and not engine.has_outgoing():
+                        # Nothing to encrypt and nothing queued: no empty
+                        # socket write (h11 ends every response with b"").
+                        pass
+                    elif len(fresh) <= engine.write_chunk and not engine.has_outgoing():
                         self._send_small(data, fresh)
                     else:
                         engine.pin(data, fresh)
