@@ -12,10 +12,9 @@ Usage::
 
     python benchmarks/idle_memory.py            # both, N=1000, and the ratio
     python benchmarks/idle_memory.py -n 5000
-    python benchmarks/idle_memory.py --impl tlsretry --certdir DIR   # one process, JSON out
+    python benchmarks/idle_memory.py --impl tlsretry   # one process, JSON out
 
-The implementations are ``_harness.STREAM_IMPLS``; the certificates are made
-once per run (``_harness.make_certs``) and handed to each process.
+The implementations are ``_harness.STREAM_IMPLS``.
 
 Needs trustme (``pip install 'trio-tlsretry[testing]'``). Linux only (reads
 ``/proc/self/status``).
@@ -26,30 +25,30 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import tempfile
-from pathlib import Path
+import ssl
 from typing import Any
 
 import trio
 
 # Run as a script, so this directory is on sys.path.
-from _harness import (
-    HOST,
-    IMPLS,
-    STREAM_IMPLS,
-    client_context,
-    make_certs,
-    raise_fd_limit,
-    rss,
-    run_child,
-    server_context,
-)
+from _harness import HOST, IMPLS, STREAM_IMPLS, raise_fd_limit, rss, run_child
 
 BATCH = 100
 
 
-async def open_connections(impl: str, certdir: Path, count: int, keep: list[Any]) -> None:
-    server_ctx, client_ctx = server_context(certdir), client_context(certdir)
+def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    import trustme
+
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(HOST).configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
+async def open_connections(impl: str, count: int, keep: list[Any]) -> None:
+    server_ctx, client_ctx = contexts()
     wrap: Any = IMPLS[impl].stream_class()
     (listener,) = await trio.open_tcp_listeners(0, host=HOST)
     port = listener.socket.getsockname()[1]
@@ -79,9 +78,9 @@ async def open_connections(impl: str, certdir: Path, count: int, keep: list[Any]
             done += batch
 
 
-async def measure(impl: str, certdir: Path, count: int) -> dict[str, Any]:
+async def measure(impl: str, count: int) -> dict[str, Any]:
     warm: list[Any] = []
-    await open_connections(impl, certdir, 20, warm)
+    await open_connections(impl, 20, warm)
     for client, server in warm:
         await trio.aclose_forcefully(client)
         await trio.aclose_forcefully(server)
@@ -89,7 +88,7 @@ async def measure(impl: str, certdir: Path, count: int) -> dict[str, Any]:
     gc.collect()
     before = rss()
     keep: list[Any] = []
-    await open_connections(impl, certdir, count, keep)
+    await open_connections(impl, count, keep)
     gc.collect()
     after = rss()
     result = {
@@ -110,23 +109,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=1000, help="idle connections (default 1000)")
     parser.add_argument("--impl", choices=STREAM_IMPLS, help="run one implementation here")
-    parser.add_argument("--certdir", type=Path, help="with --impl: ca.pem and server.pem")
     args = parser.parse_args()
     raise_fd_limit(2 * args.n + 200)
     if args.impl:
-        if args.certdir is None:
-            parser.error("--impl needs --certdir")
-        print(json.dumps(trio.run(measure, args.impl, args.certdir, args.n)), flush=True)
+        print(json.dumps(trio.run(measure, args.impl, args.n)), flush=True)
         return
     results = {}
-    with tempfile.TemporaryDirectory(prefix="tlsbench-") as tmp:
-        make_certs(Path(tmp))
-        for impl in STREAM_IMPLS:
-            args_ = ["--impl", impl, "-n", str(args.n), "--certdir", tmp]
-            try:
-                results[impl] = run_child(impl, "idle_memory.py", args_, timeout=600)
-            except RuntimeError as exc:
-                raise SystemExit(f"{impl} run failed: {exc}") from None
+    for impl in STREAM_IMPLS:
+        try:
+            results[impl] = run_child(
+                impl, "idle_memory.py", ["--impl", impl, "-n", str(args.n)], 600
+            )
+        except RuntimeError as exc:
+            raise SystemExit(f"{impl} run failed: {exc}") from None
     print(f"{args.n} idle TLS connections over loopback (client + server stream each)")
     for impl, r in results.items():
         print(
