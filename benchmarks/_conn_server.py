@@ -14,7 +14,9 @@ application would serve it:
     ``serve_tls_over_tcp`` is made of, spelled out so that connections are
     visible before their handshake completes. The handshake timeout is
     ``HANDSHAKE_TIMEOUT`` (longer than any run) instead of the default 10 s,
-    or the mid-handshake connections would be dropped while being counted.
+    or the mid-handshake connections would be dropped while being counted,
+    and there is no handshake limit (``max_handshakes=None``), or all but
+    the first eight would wait for a turn instead of being mid-handshake.
 ``trio``
     ``trio.open_ssl_over_tcp_listeners`` + ``trio.serve_listeners`` (what
     ``trio.serve_ssl_over_tcp`` does), the handler calling ``do_handshake``.
@@ -220,7 +222,12 @@ class Server:
         from trio_tlsretry import handshake_or_drop, open_tls_over_tcp_listeners
 
         listeners = await open_tls_over_tcp_listeners(
-            0, self.ctx, host=HOST, backlog=BACKLOG, handshake_timeout=HANDSHAKE_TIMEOUT
+            0,
+            self.ctx,
+            host=HOST,
+            backlog=BACKLOG,
+            handshake_timeout=HANDSHAKE_TIMEOUT,
+            max_handshakes=None,
         )
 
         async def handler(stream: Any) -> None:
