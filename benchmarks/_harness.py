@@ -313,6 +313,9 @@ class Knobs:
     after the server's, which ``serve_tls_over_tcp`` does before it hands a
     stream over). The library has no public setting for the others: they
     are module settings, read when used, and ``apply_to_process`` sets them.
+    A process that never holds its streams (``https_server.py``'s server,
+    through ``_worker.apply_knobs``) sets ``BUSY_POLL_US`` as the default of
+    new streams instead, a module setting too.
     """
 
     values: dict[str, int]
@@ -324,6 +327,7 @@ class Knobs:
         "DEFAULT_RECEIVE_SIZE": ("_stream", "DEFAULT_RECEIVE_SIZE"),
     }
     STREAM_SETTINGS = ("BUSY_POLL_US",)
+    DEFAULT_BUSY_POLL = ("_busy_poll", "DEFAULT_BUSY_POLL")
 
     @classmethod
     def parse(cls, items: list[str]) -> Knobs:
@@ -339,15 +343,22 @@ class Knobs:
         """The command-line arguments that pass these settings to another process."""
         return [word for name, v in self.values.items() for word in ("--knob", f"{name}={v}")]
 
-    def apply_to_process(self) -> None:
-        if not self.values.keys() & self.MODULE_SETTINGS.keys():
+    def apply_to_process(self, *, default_busy_poll: bool = False) -> None:
+        """Set the module settings (and with ``default_busy_poll``, ``BUSY_POLL_US``'s)."""
+        settings = {
+            name: (self.MODULE_SETTINGS[name], value)
+            for name, value in self.values.items()
+            if name in self.MODULE_SETTINGS
+        }
+        if default_busy_poll and "BUSY_POLL_US" in self.values:
+            # Microseconds here, seconds there.
+            settings["BUSY_POLL_US"] = (self.DEFAULT_BUSY_POLL, self.values["BUSY_POLL_US"] / 1e6)
+        if not settings:
             return
         import importlib
 
-        for name, value in self.values.items():
-            if name in self.MODULE_SETTINGS:
-                module, attribute = self.MODULE_SETTINGS[name]
-                setattr(importlib.import_module(f"trio_tlsretry.{module}"), attribute, value)
+        for (module, attribute), value in settings.values():
+            setattr(importlib.import_module(f"trio_tlsretry.{module}"), attribute, value)
 
     def apply_to_stream(self, stream: Any) -> None:
         if "BUSY_POLL_US" in self.values:

@@ -439,6 +439,17 @@ CASE_FUNCS = {
 # -------------------------------------------------------------------- main
 
 
+def apply_knobs(items: list[str]) -> dict[str, int]:
+    """Apply ``--knob`` settings to a process that never holds its streams; the values.
+
+    For ``https_server.py``'s server: every setting process-wide, and
+    ``BUSY_POLL_US`` as the default of new streams (see ``_harness.Knobs``).
+    """
+    knobs = Knobs.parse(items)
+    knobs.apply_to_process(default_busy_poll=True)
+    return knobs.values
+
+
 def start_peer(
     impl: str, mode: str, certdir: Path, knobs: Knobs, profile: str | None
 ) -> tuple[Child, int]:
