@@ -41,3 +41,49 @@ def update_section(name: str, script: str, body: str, path: Path = PERFORMANCE_P
     _old, tail = rest.split(end, 1)
     path.write_text(f"{head}{begin}\n\n{body.rstrip()}\n\n{end}{tail}", encoding="utf-8")
     return True
+
+
+# -- Which code each recorded run measured ------------------------------------
+#
+# benchmarks/results/README.md has a table of the recorded runs whose writers
+# do not put the commit into the file itself (run.py's and connections.py's
+# JSON carry only the date); a file such as cancellation.txt names both in
+# its "# measured DATE, commit HASH" line. docs/conf.py turns these into
+# substitutions and tests/test_docs_numbers.py checks them against the files.
+
+RESULTS = Path(__file__).resolve().parent / "results"
+_RUNS_BEGIN = "<!-- BEGIN RUNS -->"
+_RUNS_END = "<!-- END RUNS -->"
+
+
+def recorded_runs(results: Path = RESULTS) -> dict[str, dict[str, str]]:
+    """``{file name: {"commit": ..., "date": ...}}`` for every recorded run.
+
+    From the table in ``results/README.md`` (one row per group of files, the
+    names comma-separated), from the first lines of the text reports that
+    name a date and a commit themselves (``# measured DATE, commit HASH``),
+    and for a data file ``x.json`` from its report ``x.txt``.
+    """
+    import re
+
+    runs: dict[str, dict[str, str]] = {}
+    readme = (results / "README.md").read_text(encoding="utf-8")
+    table = readme.split(_RUNS_BEGIN, 1)[1].split(_RUNS_END, 1)[0]
+    for line in table.splitlines():
+        cells = [cell.strip().strip("`") for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not re.fullmatch(r"[0-9a-f]{7,40}", cells[1]):
+            continue
+        for name in cells[0].split(","):
+            runs[name.strip().strip("`")] = {"commit": cells[1], "date": cells[2]}
+    for path in sorted(results.glob("*.txt")):
+        head = "\n".join(path.read_text(encoding="utf-8").splitlines()[:5])
+        date = re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d(?:-\d\d:\d\d)? UTC", head)
+        commit = re.search(r"\b(?:commit:?|at) ([0-9a-f]{7,40})\b", head)
+        if date and commit and path.name not in runs:
+            runs[path.name] = {"commit": commit.group(1), "date": date.group(0)}
+    # A data file whose report names the run: x.json beside x.txt.
+    for path in sorted(results.iterdir()):
+        report = path.with_suffix(".txt").name
+        if path.is_file() and path.name not in runs and report in runs:
+            runs[path.name] = runs[report]
+    return runs

@@ -104,12 +104,20 @@ _EXTRA_PURPOSES = {
     "test": "everything the library's own test suite needs",
     "docs": "what building this documentation needs",
     "dev": "``test`` and ``docs`` plus the linters, the type checker and ``nox``",
-    "bench": "what the benchmarks need, see :doc:`performance`",
+    "bench": "what the benchmarks need (``testing`` included), see :doc:`performance`",
 }
 _NUMBER_WORDS = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 with (ROOT / "pyproject.toml").open("rb") as _pyproject:
-    _extras = list(tomllib.load(_pyproject)["project"]["optional-dependencies"])
+    _project = tomllib.load(_pyproject)["project"]
+_extras = list(_project["optional-dependencies"])
+# The lowest versions pyproject.toml declares ("trio>=0.27", ">=3.10").
+(_trio_floor,) = [
+    requirement.split(">=", 1)[1]
+    for requirement in _project["dependencies"]
+    if requirement.startswith("trio>=")
+]
+_python_floor = _project["requires-python"].removeprefix(">=")
 if set(_extras) != set(_EXTRA_PURPOSES):
     raise ConfigError(
         f"docs/conf.py describes the extras {sorted(_EXTRA_PURPOSES)}, "
@@ -129,6 +137,58 @@ SUBSTITUTIONS = {
     "linger_bytes": _size(_closing.DEFAULT_LINGER_BYTES),
     "busy_poll": _duration(_busy_poll.DEFAULT_BUSY_POLL),
     "extras_count": _NUMBER_WORDS[len(_extras)] if len(_extras) < 10 else str(len(_extras)),
+    "trio_floor": _trio_floor,
+    "python_floor": _python_floor,
     "extras": "; ".join(f"``{name}`` ({_EXTRA_PURPOSES[name]})" for name in _extras),
 }
+
+# -- Numbers from recorded runs ----------------------------------------------------
+#
+# Figures the pages quote from a benchmark run are read from the run's file in
+# benchmarks/results/ (the tables are generated into the pages by the
+# benchmark scripts themselves); which commit a run measured, and when, comes
+# from benchmarks/_docs.py. tests/test_docs_numbers.py checks both.
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import _docs as _benchmark_docs  # noqa: E402
+
+_RESULTS = ROOT / "benchmarks" / "results"
+_RUNS = _benchmark_docs.recorded_runs()
+
+
+def _load_json(name: str) -> dict:
+    import json
+
+    return json.loads((_RESULTS / name).read_text(encoding="utf-8"))
+
+
+_latest = _load_json("latest.json")
+_summary = _latest["summary"]
+_ceiling = _latest["meta"]["crypto_ceiling_mb_s"]
+_after_transfer = _load_json("connections.json")["results"]["after_transfer"]
+
+
+def _grouped(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+RECORDED = {
+    "bench_date": _RUNS["latest.json"]["date"],
+    "bench_commit": f"``{_RUNS['latest.json']['commit']}``",
+    "connections_date": _RUNS["connections.json"]["date"],
+    "cancellation_date": _RUNS["cancellation.txt"]["date"],
+    "cancellation_commit": f"``{_RUNS['cancellation.txt']['commit']}``",
+    "aes_encrypt": f"{_grouped(_ceiling['encrypt'])} MB/s",
+    "aes_decrypt": f"{_grouped(_ceiling['decrypt'])} MB/s",
+    # The cipher's own time for one write chunk at the measured ceiling.
+    "aes_chunk_time": f"{_engine.DEFAULT_WRITE_CHUNK / (_ceiling['encrypt'] * 1e6) * 1e6:.0f} µs",
+    "pingpong_cpu_tlsretry": f"{_summary['pingpong_cpu']['tlsretry']['median']:.1f} µs",
+    "pingpong_cpu_trio": f"{_summary['pingpong_cpu']['trio']['median']:.1f} µs",
+    "handshake_cpu_tlsretry": f"{_grouped(_summary['handshake_cpu']['tlsretry']['median'])} µs",
+    "handshake_cpu_trio": f"{_grouped(_summary['handshake_cpu']['trio']['median'])} µs",
+    "sslstream_onecall_rss": f"{_summary['onecall_rss']['trio']['median']:.0f} MiB",
+    "sslstream_after_transfer": f"{_grouped(_after_transfer['trio']['kib_per_connection'])} KiB",
+}
+SUBSTITUTIONS.update(RECORDED)
+
 rst_prolog = "\n".join(f".. |{name}| replace:: {text}" for name, text in SUBSTITUTIONS.items())

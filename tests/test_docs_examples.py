@@ -47,7 +47,12 @@ from trio_tlsretry import (
     serve_tls_over_tcp,
 )
 from trio_tlsretry._engine import DEFAULT_WRITE_CHUNK
-from trio_tlsretry.testing import TLSContexts, make_tls_contexts, tls_memory_stream_pair
+from trio_tlsretry.testing import (
+    TLSContexts,
+    exact_progress_stream_pair,
+    make_tls_contexts,
+    tls_memory_stream_pair,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
@@ -59,6 +64,7 @@ WAIT = 10
 quickstart_client = load_docs_example("quickstart_client")
 quickstart_server = load_docs_example("quickstart_server")
 quickstart_retry = load_docs_example("quickstart_retry")
+readme_client = load_docs_example("readme_client")
 server_smallest = load_docs_example("server_smallest")
 server_shutdown = load_docs_example("server_shutdown")
 errors_catch = load_docs_example("errors_catch")
@@ -237,6 +243,73 @@ async def test_quickstart_client_fetches_a_page(
             response = await quickstart_client.fetch(HOST, port, loopback_contexts.client)
     assert requests == [b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"]
     assert response == page
+
+
+# ------------------------------------------------------------- README.md
+
+
+def test_the_readme_shows_its_example_file_as_it_is() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    example = (EXAMPLES / "readme_client.py").read_text(encoding="utf-8")
+    assert f"```python\n{example[example.index('import ssl') :]}```" in readme
+
+
+@pytest.mark.parametrize("close_notify", [True, False], ids=["close_notify", "bare-tcp-close"])
+async def test_readme_client_fetches_a_page(
+    loopback_contexts: TLSContexts, close_notify: bool
+) -> None:
+    page = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+    requests: list[bytes] = []
+    closed = trio.Event()
+
+    async def http_server(stream: TLSStream) -> None:
+        request = bytearray()
+        while b"\r\n\r\n" not in request:
+            data = await stream.receive_some()
+            assert data, "the client closed before its request was complete"
+            request += data
+        requests.append(bytes(request))
+        await stream.send_all(page)
+        if close_notify:
+            await stream.aclose()
+        else:  # many HTTPS servers do this: the example must not fail on it
+            await stream.transport_stream.aclose()
+        closed.set()
+
+    async with serving(http_server, loopback_contexts.server) as port:
+        with trio.fail_after(WAIT):
+            response = await readme_client.fetch(HOST, port, loopback_contexts.client)
+            await closed.wait()
+    assert requests == [b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"]
+    assert response == page
+
+
+async def test_readme_client_gives_up_on_a_server_that_never_reads(
+    loopback_contexts: TLSContexts, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The retry loop is bounded, and the close in ``finally`` ends under its timeout."""
+    # A peer that never reads: the ClientHello alone fills the 64-byte pipe.
+    client_transport, _server_transport = exact_progress_stream_pair(64)
+
+    async def open_stream(*args: Any, **kwargs: Any) -> TLSStream:
+        return TLSStream(
+            client_transport,
+            kwargs["ssl_context"],
+            server_hostname=args[0],
+            https_compatible=kwargs["https_compatible"],
+        )
+
+    original = readme_client.trio_tlsretry.open_tls_over_tcp_stream
+    readme_client.trio_tlsretry.open_tls_over_tcp_stream = open_stream
+    try:
+        with pytest.raises(TimeoutError, match="did not take the request in 15 s"):
+            await readme_client.fetch(HOST, 443, loopback_contexts.client)
+    finally:
+        readme_client.trio_tlsretry.open_tls_over_tcp_stream = original
+    # Three attempts of 5 s, then a close bounded by its own 5 s.
+    assert 15 <= trio.current_time() <= 20
+    with pytest.raises(trio.ClosedResourceError):
+        await client_transport.send_all(b"x")  # the close closed the transport
 
 
 async def test_quickstart_server_program_runs(capsys: pytest.CaptureFixture[str]) -> None:
