@@ -5,20 +5,23 @@ tool (for example ``nox -s tests -- -k renegotiation``). ``nox -s bench`` runs
 the benchmarks and is not part of the default set.
 
 ``nox -s tests`` runs the suite on every supported Python (``tests-3.10``,
-``tests-3.11``, ...) that this machine has, and skips the others.
+``tests-3.11``, ...) that this machine has, and skips the others; ``nox -s
+oldest`` runs it once with the lowest versions of trio and the test tools
+that pyproject.toml declares, on the oldest supported Python.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import runpy
 import shutil
 import subprocess
 from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.sessions = ["tests", "oldest", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 PACKAGE = "trio_tlsretry"
@@ -71,6 +74,25 @@ _select_pyenv_pythons()
 def tests(session: nox.Session) -> None:
     """Run the test suite on each supported Python this machine has."""
     session.install("-e", ".[test]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(python=PYTHON_VERSIONS[0])
+def oldest(session: nox.Session) -> None:
+    """Run the test suite with the lowest versions pyproject.toml declares.
+
+    pip has no "lowest versions" resolution, so every ``name>=X`` of the
+    package's dependencies and of its ``test`` extra (trio, trustme, pytest,
+    pytest-trio, ...) is pinned to ``name==X`` in a constraints file
+    (``.ci/lowest_constraints.py``); what they depend on resolves as usual.
+    On the oldest supported Python. ``.ci/run`` runs the same in a lane.
+    """
+    floors = runpy.run_path(str(Path(__file__).parent / ".ci" / "lowest_constraints.py"))
+    constraints = Path(session.create_tmp()) / "lowest-constraints.txt"
+    pins = floors["floors"](["test"])
+    constraints.write_text("".join(f"{name}=={version}\n" for name, version in pins.items()))
+    session.install("-c", str(constraints), "-e", ".[test]")
+    session.run("python", "-m", "pip", "list")
     session.run("pytest", "-q", *session.posargs)
 
 

@@ -167,3 +167,22 @@ def test_testing_namespace_is_its_public_api() -> None:
 
     assert stray_names(testing, public_subpackages=set()) == []
     assert sorted(set(testing.__all__) - set(dir(testing))) == []
+
+
+def test_every_dependency_has_a_floor_that_the_oldest_run_pins() -> None:
+    """``nox -s oldest`` and the oldest lane of .ci/run install every ``>=`` floor."""
+    import runpy
+
+    floors = runpy.run_path(str(ROOT / ".ci" / "lowest_constraints.py"))["floors"](["test"])
+    (trio,) = [dep for dep in PROJECT["dependencies"] if dep.startswith("trio>=")]
+    assert floors["trio"] == trio.split(">=")[1]
+    # trio.move_on_after(..., shield=True), which the CLI uses, is new in trio 0.27.
+    assert version_key(floors["trio"]) >= (0, 27)
+    for extra in ("testing", "test"):
+        for requirement in PROJECT["optional-dependencies"][extra]:
+            if not requirement.startswith("trio-tlsretry["):
+                name = re.split(r"[\[>=<]", requirement, maxsplit=1)[0].lower()
+                assert name in floors, requirement
+    run = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert ".ci/lowest_constraints.py test" in run
+    assert "lowest_constraints.py" in (ROOT / "noxfile.py").read_text(encoding="utf-8")
