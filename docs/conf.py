@@ -23,7 +23,7 @@ else:  # Sphinx itself depends on tomli before Python 3.11
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trio_tlsretry
-from trio_tlsretry import _busy_poll, _closing, _engine, _listener, _stream
+from trio_tlsretry import _busy_poll, _cli, _closing, _engine, _listener, _stream
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,6 +124,9 @@ if set(_extras) != set(_EXTRA_PURPOSES):
         f"but pyproject.toml has {sorted(_extras)}: update _EXTRA_PURPOSES"
     )
 
+_serve_defaults = _cli._parser().parse_args(["serve", "--port", "0"])
+_demo_defaults = _cli._parser().parse_args(["demo"])
+
 SUBSTITUTIONS = {
     "write_chunk": _size(_engine.DEFAULT_WRITE_CHUNK),
     "plaintext_buffer_limit": _size(_engine.PLAINTEXT_BUFFER_LIMIT),
@@ -136,6 +139,13 @@ SUBSTITUTIONS = {
     "linger_seconds": _duration(_closing.DEFAULT_LINGER_SECONDS),
     "linger_bytes": _size(_closing.DEFAULT_LINGER_BYTES),
     "busy_poll": _duration(_busy_poll.DEFAULT_BUSY_POLL),
+    "default_grace": _duration(_listener.DEFAULT_GRACE),
+    "close_timeout": _duration(_listener.DEFAULT_CLOSE_TIMEOUT),
+    "cli_close_timeout": _duration(_cli._CLOSE_TIMEOUT),
+    "serve_grace": _duration(_cli.DEFAULT_SERVE_GRACE),
+    # Defaults of the command's options, as its argument parser has them.
+    "cli_handshake_timeout": _duration(_serve_defaults.handshake_timeout),
+    "demo_size": _size(_demo_defaults.size),
     "extras_count": _NUMBER_WORDS[len(_extras)] if len(_extras) < 10 else str(len(_extras)),
     "trio_floor": _trio_floor,
     "python_floor": _python_floor,

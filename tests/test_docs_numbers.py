@@ -203,3 +203,18 @@ def test_the_demo_sample_output_has_the_arithmetic_of_the_code() -> None:
     assert pinned == size - (encrypted - DEFAULT_WRITE_CHUNK)
     assert number(r"then plaintext from byte ([\d,]+)") == encrypted
     assert number(r"send_all timed out after ([\d,]+) bytes") == encrypted
+
+
+def test_the_command_line_samples_show_the_defaults_of_the_code() -> None:
+    """Sample output sits in literal blocks, where substitutions cannot reach."""
+    from trio_tlsretry import _cli
+
+    page = " ".join((DOCS / "cli.rst").read_text(encoding="utf-8").split())
+    serve = _cli._parser().parse_args(["serve", "--port", "0"])
+    assert f"given up to {serve.grace:g} s to finish" in page
+    demo = _cli._parser().parse_args(["demo"])
+    assert f"send_all {demo.size:,} bytes while the server is not reading" in page
+    assert f"send_all cancelled after {demo.timeout:.2f} s" in page
+    numbers = substitutions()
+    assert numbers["serve_grace"] == f"{_cli.DEFAULT_SERVE_GRACE:g} seconds"
+    assert "|serve_grace|" in page and "|cli_handshake_timeout|" in page
