@@ -65,7 +65,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer(
         "stream",
         1,
-        ("_stream", "_details", "_locks", "_stats", "_errors", "_info"),
+        ("_stream", "_fastpath", "_details", "_locks", "_stats", "_errors", "_info"),
         (
             "TLSStream: locks, checkpoints, cancellation, the open/broken/closed state,",
             "and the one loop that moves bytes between the engine and the transport",

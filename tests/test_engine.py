@@ -8,6 +8,7 @@ import ssl
 from typing import Any
 
 import pytest
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -137,15 +138,17 @@ def test_every_retry_passes_the_identical_slice(version: ssl.TLSVersion) -> None
 
 
 def test_small_write_fast_path_retries_the_same_buffer() -> None:
-    # write_whole (the unpinned fast path) fails with WANT_READ; the caller
-    # pins the same bytes and the retry must pass that very buffer, whole.
+    # write_small fails with WANT_READ having taken nothing: the engine pins
+    # the same bytes, and the retry must pass that very buffer, whole.
     client, server = engine_pair(ssl.TLSVersion.TLSv1_2)
     recorder = RecordingSSLObject(client.ssl_object, fail_writes={1, 2})
     client.ssl_object = recorder  # type: ignore[misc]
     data = b"a small message"
-    assert not client.write_whole(data)
-    assert client.pinned is None and not client.has_outgoing()
-    pinned = client.pin(data, data)
+    offered: list[memoryview] = []
+    client.write_small(data, data, lambda head: offered.append(head) or len(head))
+    assert offered == [] and not client.has_outgoing()
+    pinned = client.pinned
+    assert pinned is not None and client.is_pinned(data)
     assert not client.write_pinned_chunk()
     assert client.write_pinned_chunk()
     (_, first, _, _), (_, second, _, _), (_, third, _, _) = recorder.calls
@@ -161,17 +164,43 @@ def test_small_write_fast_path_retries_the_same_buffer() -> None:
 def test_small_write_fast_path_pins_what_the_transport_did_not_take() -> None:
     client, server = engine_pair()
     data = b"x" * 3000
-    assert client.write_whole(data) and client.pinned is None
-    head = client.outgoing_head()
-    client.consume_outgoing(100)  # the transport took only 100 bytes
-    pinned = client.pin_accepted(b"caller", data)
+    heads: list[bytes] = []
+
+    def take_100(head: memoryview) -> int:
+        heads.append(bytes(head))
+        return 100  # the transport took only 100 bytes
+
+    client.write_small(b"caller", data, take_100)
+    pinned = client.pinned
+    assert pinned is not None and client.is_pinned(b"caller")
     assert (pinned.accepted, pinned.delivered, pinned.unaccepted) == (3000, 0, 0)
     rest = client.outgoing_head()
-    assert bytes(rest) == bytes(head[100:])
+    assert bytes(rest) == heads[0][100:]
     client.consume_outgoing(len(rest))
     assert pinned.delivered == 3000 and not client.has_outgoing()
-    server.receive_ciphertext(bytes(head))
+    server.receive_ciphertext(heads[0])
     assert read_all(server) == data
+
+
+def test_small_write_fast_path_pins_nothing_when_all_went_out() -> None:
+    client, server = engine_pair()
+    data = b"x" * 3000
+    heads: list[bytes] = []
+    client.write_small(b"caller", data, lambda head: heads.append(bytes(head)) or len(head))
+    assert client.pinned is None and not client.has_outgoing()
+    server.receive_ciphertext(heads[0])
+    assert read_all(server) == data
+
+
+def test_small_write_fast_path_pins_a_write_whose_send_failed() -> None:
+    client, _ = engine_pair()
+
+    def fail(head: memoryview) -> int:
+        raise trio.BrokenResourceError("reset")
+
+    with pytest.raises(trio.BrokenResourceError):
+        client.write_small(b"caller", b"x" * 100, fail)
+    assert client.is_pinned(b"caller") and client.has_outgoing()
 
 
 def test_buffered_ciphertext_is_bounded_by_one_chunk() -> None:

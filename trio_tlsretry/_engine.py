@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 from ._pinned import PinnedWrite
@@ -425,29 +426,36 @@ class TLSEngine:
         pinned.accept_chunk()
         return True
 
-    def write_whole(self, data: bytes) -> memoryview | None:
-        """Encrypt all of ``data`` in one go, with nothing pinned or queued.
+    def write_small(
+        self, source: object, data: bytes, try_send: Callable[[memoryview], int]
+    ) -> None:
+        """Encrypt all of ``data`` in one go and offer it to ``try_send`` at once.
 
         The small-write fast path: ``data`` is at most :attr:`write_chunk`
-        bytes, nothing is pinned and the outgoing queue is empty. Returns the
-        head of the queue, now holding all of ``data``'s ciphertext, to hand
-        to the transport (then :meth:`consume_outgoing` as usual). If the
-        transport cannot take all of it at once, the caller must record the
-        write with :meth:`pin_accepted`, so that a cancellation finds it
-        pinned. Returns ``None`` when OpenSSL wants to read first: nothing
-        was taken, and the caller pins ``data`` (:meth:`pin`) so the retry
-        passes the same bytes.
+        bytes, nothing is pinned and the outgoing queue is empty.
+        ``try_send`` is a non-blocking send (it never awaits) that returns
+        how much it took. Nothing can observe the write half-done, so it is
+        pinned only when it must be, as the pinned write would have left it:
+        ``data`` itself when OpenSSL wants to read first (nothing was taken,
+        and the retry must pass the same bytes); the write as accepted when
+        ``try_send`` took less than all of its ciphertext or raised (which
+        propagates). An ``ssl.SSLError`` propagates with nothing pinned.
         """
         if not self._write(data):
-            return None
+            self.pin(source, data)
+            return
         head = self._head = memoryview(self._outgoing.read())
-        return head
+        try:
+            sent = try_send(head)
+        except BaseException:
+            self._pin_accepted(source, data)
+            raise
+        if self.consume_outgoing(sent):
+            self._pin_accepted(source, data)
 
-    def pin_accepted(self, source: object, data: bytes) -> PinnedWrite:
-        """Pin a write that :meth:`write_whole` already took in full."""
-        pinned = self.pin(source, data)
-        pinned.accepted = len(data)
-        return pinned
+    def _pin_accepted(self, source: object, data: bytes) -> None:
+        """Pin a write that OpenSSL already took in full."""
+        self.pin(source, data).accepted = len(data)
 
     def _write(self, data: bytes | memoryview) -> bool:
         """``SSLObject.write``; ``False`` if it wants to read first (nothing taken)."""

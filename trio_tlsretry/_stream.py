@@ -18,6 +18,7 @@ from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_
 from ._details import ConnectionDetails
 from ._engine import PLAINTEXT_BUFFER_LIMIT, Step, TLSEngine
 from ._errors import PostHandshakeAuthError
+from ._fastpath import push, send_pinned, send_small, top_up
 from ._locks import ConflictDetector, FastLock
 from ._pinned import snapshot
 from ._stats import StreamState, TLSStreamStatistics
@@ -174,7 +175,6 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         "_state",
         "_transport_io",
         "_transport_receive_lock",
-        "_transport_receives",
         "_transport_send_lock",
         "transport_stream",
     )
@@ -220,7 +220,6 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         self._handshake_lock = FastLock()
         self._transport_send_lock = FastLock()
         self._transport_receive_lock = FastLock()
-        self._transport_receives = 0
         self._receive_scope: trio.CancelScope | None = None
         self._plaintext_drained = ParkingLot()
         self._pha_conflict = ConflictDetector(
@@ -427,22 +426,15 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
     def _push_without_waiting(self) -> None:
         """Hand queued ciphertext to a socket as far as it takes it, without awaiting.
 
-        Only over a socket (a non-blocking send), and only when no task holds
-        the transport (we do not take the lock: with no await, nobody can
-        take it before we return).
+        Only when no task holds the transport (we do not take the lock: with
+        no await, nobody can take it before we return).
         """
         if self._transport_send_lock.locked:
             return
-        engine = self._engine
-        io = self._transport_io
-        while engine.has_outgoing():
-            try:
-                sent = io.try_send(engine.outgoing_head())
-            except _TRANSPORT_ERRORS as exc:
-                self._raise_transport_error(exc)
-            if not sent:
-                return
-            engine.consume_outgoing(sent)
+        try:
+            push(self._engine, self._transport_io)
+        except _TRANSPORT_ERRORS as exc:
+            self._raise_transport_error(exc)
 
     async def _flush_handshake_flight(self) -> None:
         """Send the handshake's last flight if it has not gone out (the client's Finished).
@@ -537,14 +529,14 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         # Callers ask only before the transport's EOF (``_wait_for_peer``):
         # after it, the engine operation reports it.
         engine = self._engine
-        seen = self._transport_receives
+        io = self._transport_io
+        seen = io.reads
         lock = self._transport_receive_lock
         yielded = await _acquire(lock)
         try:
-            if seen != self._transport_receives:
+            if seen != io.reads:
                 return yielded
             self._check_usable()
-            io = self._transport_io
             try:
                 data = io.try_receive(TRANSPORT_RECEIVE_SIZE)
                 if data is None:
@@ -587,7 +579,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             # cancellation can only arrive before the read (nothing consumed)
             # or after this line (everything kept in the incoming BIO).
             engine.receive_ciphertext(data)
-            self._transport_receives += 1
+            io.reads += 1
             return yielded
         finally:
             lock.release()
@@ -782,47 +774,6 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         """Push the pinned write (if any) through the engine to the transport."""
         await self._drive(self._engine.advance_pinned_write, "during a renegotiation")
 
-    def _send_small(self, data: object, fresh: bytes) -> None:
-        """One record's worth, one ``write``, one socket send, no await.
-
-        Nothing can observe the write half-done unless it is left pinned, so
-        there is no PinnedWrite to build unless the socket did not take all
-        of the ciphertext (then the rest is queued and the write pinned, as
-        the general path would have left it) or OpenSSL wants to read first
-        (then nothing was taken and ``fresh`` is pinned for the retry).
-        """
-        engine = self._engine
-        head = engine.write_whole(fresh)  # an ssl.SSLError propagates
-        if head is None:
-            engine.pin(data, fresh)
-            return
-        try:
-            sent = self._transport_io.try_send(head)
-        except _TRANSPORT_ERRORS as exc:
-            # Taken but not delivered: pinned, as the general path leaves it.
-            engine.pin_accepted(data, fresh)
-            self._raise_transport_error(exc)
-        if engine.consume_outgoing(sent):
-            engine.pin_accepted(data, fresh)
-
-    def _send_without_waiting(self) -> None:
-        """Encrypt and send the pinned write as far as the socket takes it now.
-
-        ``_drive_pinned``'s loop without its awaits: flush the queue, then
-        encrypt the next chunk, until the socket is full, the engine wants
-        to read (renegotiation), or everything is sent (and unpinned). No
-        await, so the send lock need not be taken: the caller checked that
-        nobody holds it, and nobody can take it before we return. Whatever
-        is left is in the engine's usual state for ``_drive_pinned``.
-        """
-        engine = self._engine
-        while True:
-            self._push_without_waiting()
-            if engine.has_outgoing():
-                return  # the socket is full
-            if engine.advance_pinned_write() is not Step.PROGRESS:
-                return  # all sent and unpinned, or OpenSSL wants to read first
-
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt and send all of ``data``.
 
@@ -861,18 +812,21 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 # goes out without waiting (other transports take nothing
                 # here); whatever cannot be finished without waiting is
                 # finished by _drive_pinned.
+                io = self._transport_io
                 try:
                     if not fresh and not engine.has_outgoing():
                         # Nothing to encrypt and nothing queued: no empty
                         # socket write (h11 ends every response with b"").
                         pass
                     elif len(fresh) <= engine.write_chunk and not engine.has_outgoing():
-                        self._send_small(data, fresh)
+                        send_small(engine, io, data, fresh)
                     else:
                         engine.pin(data, fresh)
-                        self._send_without_waiting()
+                        send_pinned(engine, io)
                 except ssl.SSLError as exc:
                     await self._fail(exc)
+                except _TRANSPORT_ERRORS as exc:
+                    self._raise_transport_error(exc)
                 if engine.has_pinned_write:
                     await self._drive_pinned()
                 await cancel_shielded_checkpoint()
@@ -970,9 +924,9 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 if got is None and max_bytes > DEFAULT_RECEIVE_SIZE:
                     # A caller that asks for more than a record: take what the
                     # socket already holds in one go, before any waiting.
-                    receives = self._transport_receives
+                    receives = self._transport_io.reads
                     got = self._top_up(b"", max_bytes) or None
-                    if got is None and receives != self._transport_receives:
+                    if got is None and receives != self._transport_io.reads:
                         return Step.PROGRESS  # ciphertext, an EOF or an error came in
                 if got is None:
                     return Step.NEEDS_PEER
@@ -992,67 +946,24 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         return data
 
     def _top_up(self, data: bytes, max_bytes: int) -> bytes:
-        """Add what the socket already holds to ``data``, up to ``max_bytes``.
-
-        A caller that asks for more than one record gets, in this one call,
-        everything already received up to ``max_bytes``, instead of paying a
-        trip through the scheduler per transport read. The socket is read
-        for about as much ciphertext as the plaintext still wanted (up to
-        ``TOP_UP_READ_SIZE``), and that ciphertext goes into the incoming
-        BIO one ``TRANSPORT_RECEIVE_SIZE`` slice at a time, decrypting in
-        between: the BIO, whose memory OpenSSL never gives back, holds no
-        more than after one ordinary transport read (plus part of a record).
-        Nothing here awaits, so the plaintext in hand cannot be lost to a
-        cancellation, and the scratch buffer a socket read may return is
-        used up before anything else runs. A failure met on the way is
-        reported by the next call, after this data.
-        """
+        """Add what the socket already holds to ``data``, up to ``max_bytes``
+        (``_fastpath.top_up``), unless another task is reading or the
+        transport has ended. A transport failure met on the way breaks the
+        stream; the next call reports it, after this data."""
         engine = self._engine
-        io = self._transport_io
         if self._transport_receive_lock.locked or engine.transport_eof_seen:
             return data
-        pieces = [data]
-        wanted = max_bytes - len(data)
-        done = False
-        while not done:
-            # Ciphertext is a little larger than its plaintext: reading
-            # ``wanted`` bytes leaves at most part of a record over.
-            size = min(max(wanted, TRANSPORT_RECEIVE_SIZE), TOP_UP_READ_SIZE)
-            try:
-                ciphertext = io.try_receive(size)
-            except _TRANSPORT_ERRORS as exc:
-                # Reported by the next call, after the data in hand.
-                self._note_transport_failure(exc)
-                break
-            if ciphertext is None:
-                break
-            self._transport_receives += 1
-            if not ciphertext:
-                engine.receive_ciphertext(ciphertext)
-                break  # EOF: the next call reports it
-            for start in range(0, len(ciphertext), TRANSPORT_RECEIVE_SIZE):
-                # Every slice goes in, even once we are done: it has left the
-                # socket, and the next call decrypts it.
-                engine.receive_ciphertext(ciphertext[start : start + TRANSPORT_RECEIVE_SIZE])
-                if done:
-                    continue
-                had = len(pieces)
-                try:
-                    got = engine.read_into(pieces, wanted)
-                except ssl.SSLError as exc:
-                    engine.defer_error(exc)
-                    done = True
-                    continue
-                if got is None:
-                    continue  # part of a record: the next slice completes it
-                if not got:
-                    done = True  # close_notify: the next call's b""
-                    continue
-                wanted -= sum(map(len, pieces[had:]))
-                done = wanted <= 0
-            # A short read emptied the socket: another would only say so.
-            done = done or len(ciphertext) < size
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        data, failure = top_up(
+            engine,
+            self._transport_io,
+            data,
+            max_bytes,
+            read_size=TOP_UP_READ_SIZE,
+            slice_size=TRANSPORT_RECEIVE_SIZE,
+        )
+        if failure is not None:
+            self._note_transport_failure(failure)
+        return data
 
     async def _read_failed(self, exc: ssl.SSLError) -> bytes:
         """A read failed: a broken stream, or with ``https_compatible`` an EOF.

@@ -85,7 +85,7 @@ class TransportIO:
     failures in one place (``TLSStream._raise_transport_error``).
     """
 
-    __slots__ = ("busy_poll", "torn_by", "transport")
+    __slots__ = ("busy_poll", "reads", "torn_by", "transport")
 
     #: Whether every send reports exactly what it took, so that cancelling
     #: one part-way leaves nothing unaccounted for (not so for a plain
@@ -100,6 +100,9 @@ class TransportIO:
         #: The exception that interrupted a send part-way, leaving unknown
         #: how many bytes went out (``None``: every send so far was exact).
         self.torn_by: BaseException | None = None
+        #: Reads that brought data or an EOF (the stream's way to tell that
+        #: another task read while it waited).
+        self.reads = 0
 
     def try_send(self, data: memoryview) -> int:
         """Send a prefix of ``data`` without waiting; 0 if that is not possible now."""
