@@ -357,8 +357,11 @@ class Knobs:
             return
         import importlib
 
-        for (module, attribute), value in settings.values():
-            setattr(importlib.import_module(f"trio_tlsretry.{module}"), attribute, value)
+        for (name, attribute), value in settings.values():
+            module = importlib.import_module(f"trio_tlsretry.{name}")
+            if not hasattr(module, attribute):
+                raise SystemExit(f"trio_tlsretry.{name} has no setting {attribute}")
+            setattr(module, attribute, value)
 
     def apply_to_stream(self, stream: Any) -> None:
         if "BUSY_POLL_US" in self.values:
