@@ -234,7 +234,10 @@ class Child:
         self.close()
 
     def kill(self) -> None:
-        self.process.kill()
+        """SIGKILL the process and the processes it started (a worker's server)."""
+        for pid in [*descendants(self.process.pid), self.process.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.process.wait(timeout=10)
         self.close()
 
@@ -254,6 +257,17 @@ class Child:
             lines = self.stderr.read().decode(errors="replace").strip().splitlines()
             tail = lines[-1] if lines else tail
         return f"exit {code}: {tail}"
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (from ``/proc``)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                for child in map(int, f.read().split()):
+                    found += [child, *descendants(child)]
+    return found
 
 
 def run_child(name: str, script: str, args: list[str], timeout: float) -> dict[str, Any]:
