@@ -468,12 +468,10 @@ def library_commit() -> str:
 def machine_info() -> dict[str, Any]:
     from importlib.metadata import version
 
-    cpu = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    sys.path.insert(0, str(HERE))
+    from _harness import cpu_model
+
+    cpu = cpu_model()
     versions = {}
     for name in ("trio", "hypercorn", "h11", "h2", "uvloop", "trio-tlsretry"):
         with contextlib.suppress(Exception):
@@ -677,22 +675,18 @@ def report(meta: dict[str, Any], summary: dict[str, Any]) -> str:
                 second.append(f"{spread:>{cell}}")
         lines.append(f"{LOAD_LABELS[load] + ' ' + UNITS[load]:<{width}}" + "".join(first))
         lines.append(f"{'  CPU/req [min..max]':<{width}}" + "".join(second))
-    for load in ("h2", "h1"):
-        row = summary.get(load, {})
-        cells = []
-        for name in servers:
-            value = row.get(name, {}).get("tls_over_plain")
-            shown = "1" if name.endswith("-plain") and name in row else "-"
-            cells.append(f"{(f'{value:.2f}' if value else shown):>{cell}}")
-        lines.append(f"{'TLS rate / plain rate, ' + load:<{width}}" + "".join(cells))
-    for load in ("h2", "h1"):
-        row = summary.get(load, {})
-        cells = []
-        for name in servers:
-            value = row.get(name, {}).get("cpu_plain_over_tls")
-            shown = "1" if name.endswith("-plain") and name in row else "-"
-            cells.append(f"{(f'{value:.2f}' if value else shown):>{cell}}")
-        lines.append(f"{'plain CPU/req / TLS CPU/req, ' + load:<{width}}" + "".join(cells))
+    for key, label in (
+        ("tls_over_plain", "TLS rate / plain rate, "),
+        ("cpu_plain_over_tls", "plain CPU/req / TLS CPU/req, "),
+    ):
+        for load in ("h2", "h1"):
+            row = summary.get(load, {})
+            cells = []
+            for name in servers:
+                value = row.get(name, {}).get(key)
+                shown = "1" if name.endswith("-plain") and name in row else "-"
+                cells.append(f"{(f'{value:.2f}' if value else shown):>{cell}}")
+            lines.append(f"{label + load:<{width}}" + "".join(cells))
     lines.append("")
     lines.append("Targets (TLSStream, same run):")
     for name, value, ok in targets(summary):
