@@ -64,7 +64,7 @@ async def test_a_default_receive_is_no_larger_than_trio_sslstreams(
     assert DEFAULT_WRITE_CHUNK <= TRANSPORT_RECEIVE_SIZE
 
 
-async def test_receive_some_without_max_bytes_returns_one_record(contexts: TLSContexts) -> None:
+async def test_receive_some_without_max_bytes_returns_at_most_16_kib(contexts: TLSContexts) -> None:
     async with handshaken_socket_pair(contexts) as (client, server):
         message = os.urandom(4 * RECORD)
         await client.send_all(message)

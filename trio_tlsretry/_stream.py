@@ -1175,6 +1175,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         Raises:
           PostHandshakeAuthError: the connection cannot do post-handshake
             authentication; nothing was sent.
+          trio.BusyResourceError: another task is already waiting for the
+            client's certificate.
           trio.ClosedResourceError: the stream was closed, or
             :meth:`send_eof` was called (nothing may follow our
             ``close_notify``); nothing was sent.

@@ -13,7 +13,7 @@ import socket as stdlib_socket
 from dataclasses import dataclass
 from typing import Literal
 
-import trio
+from .._stream import encode_server_hostname
 
 __all__ = [
     "AF_INET",
@@ -62,9 +62,11 @@ def family_of(ip: str) -> int:
 
 def encode_name(name: str | bytes) -> str:
     """The form Trio hands a resolver: IDNA 2008 A-labels, lower case, no final dot."""
-    if isinstance(name, str):
-        name = trio.lowlevel.encode_hostname(name)
-    return name.decode("ascii").lower().rstrip(".")
+    if isinstance(name, bytes):
+        name = name.decode("ascii")
+    # The same IDNA 2008 (UTS 46) encoding Trio applies (its own helper for
+    # it is public only in recent Trio releases).
+    return encode_server_hostname(name).lower().rstrip(".")
 
 
 @dataclass(frozen=True)
