@@ -145,7 +145,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 def documented_demo_output() -> list[str]:
     """The sample output of ``demo`` in docs/cli.rst, one line each."""
     text = (DOCS / "cli.rst").read_text()
-    block = text.split("Sample output (numbers vary)::\n\n", 1)[1]
+    # The literal block that follows the "Sample output ...::" paragraph.
+    block = text.split("\nSample output", 1)[1].split("::\n\n", 1)[1]
     lines = []
     for line in block.splitlines():
         if not line.startswith("   "):

@@ -1,6 +1,6 @@
 """What TLSStream reports while it waits for the peer: ``pending()`` and a transport that ends.
 
-Every loop that waits for the peer goes through one step (``_wait_for_peer``):
+Every operation waits for the peer in one loop (``TLSStream._drive``):
 once the transport has ended, the operation fails with an EOF error instead of
 waiting for ever (OpenSSL reports it as ``UNEXPECTED_EOF_WHILE_READING``).
 """

@@ -87,6 +87,15 @@ class Stage(enum.Enum):
     CLOSED = enum.auto()
 
 
+# The members as plain module constants: the hot paths compare stages by
+# identity (an Enum member's hash is computed in Python, and a lookup on the
+# Enum class costs more than a global's).
+_HANDSHAKING: Final = Stage.HANDSHAKING
+_OPEN: Final = Stage.OPEN
+_SENT_CLOSE: Final = Stage.SENT_CLOSE
+_RECEIVED_CLOSE: Final = Stage.RECEIVED_CLOSE
+_CLOSED: Final = Stage.CLOSED
+
 #: What each stage becomes when our close_notify is queued...
 _AFTER_SENDING_CLOSE: Final = {
     Stage.HANDSHAKING: Stage.SENT_CLOSE,
@@ -199,16 +208,25 @@ class TLSEngine:
 
     @property
     def handshake_done(self) -> bool:
-        return self.stage is not Stage.HANDSHAKING
+        return self.stage is not _HANDSHAKING
 
     @property
     def sent_close(self) -> bool:
         """Our close_notify is queued: nothing may be written after it."""
-        return self.stage is Stage.SENT_CLOSE or self.stage is Stage.CLOSED
+        stage = self.stage
+        return stage is _SENT_CLOSE or stage is _CLOSED
+
+    @property
+    def writable(self) -> bool:
+        """Application data may be written: the handshake is done and our
+        close_notify is not queued."""
+        stage = self.stage
+        return stage is _OPEN or stage is _RECEIVED_CLOSE
 
     @property
     def _peer_closed(self) -> bool:
-        return self.stage is Stage.RECEIVED_CLOSE or self.stage is Stage.CLOSED
+        stage = self.stage
+        return stage is _RECEIVED_CLOSE or stage is _CLOSED
 
     def _received_close(self) -> None:
         self.stage = _AFTER_RECEIVING_CLOSE[self.stage]

@@ -1,9 +1,11 @@
 """The await-free fast path: what the stream can finish without waiting.
 
 Over a socket, most calls need no wait at all: the kernel takes a small
-record's ciphertext at once, and a receive that asks for more than one
-record finds the rest already in the kernel. Each function here moves bytes
-between the engine and the transport with non-blocking calls only
+record's ciphertext at once (a one-record write is the engine's
+``write_small``, which takes the non-blocking send itself), and a receive
+that asks for more than one record finds the rest already in the kernel.
+Each function here moves bytes between the engine and the transport with
+non-blocking calls only
 (``TransportIO.try_send`` and ``try_receive``; over other transports they
 take and give nothing), so nothing can interrupt it half-way: a cancellation
 can only land before or after. Whatever cannot be finished without waiting
@@ -24,7 +26,7 @@ import trio
 from ._engine import Step, TLSEngine
 from ._transport import TransportIO
 
-__all__ = ["push", "send_pinned", "send_small", "top_up"]
+__all__ = ["push", "send_pinned", "top_up"]
 
 
 def push(engine: TLSEngine, io: TransportIO) -> None:
@@ -34,17 +36,6 @@ def push(engine: TLSEngine, io: TransportIO) -> None:
         if not sent:
             return
         engine.consume_outgoing(sent)
-
-
-def send_small(engine: TLSEngine, io: TransportIO, source: object, data: bytes) -> None:
-    """One record's worth: one ``write``, one non-blocking send.
-
-    The engine pins the write itself only when it must (it did not all go
-    out, or OpenSSL wants to read first): :meth:`TLSEngine.write_small`.
-    An ``ssl.SSLError`` propagates; so does a transport failure, with the
-    write pinned as the drive loop would have left it.
-    """
-    engine.write_small(source, data, io.try_send)
 
 
 def send_pinned(engine: TLSEngine, io: TransportIO) -> None:
@@ -67,7 +58,6 @@ def top_up(
     io: TransportIO,
     data: bytes,
     max_bytes: int,
-    *,
     read_size: int,
     slice_size: int,
 ) -> tuple[bytes, BaseException | None]:

@@ -6,10 +6,11 @@ owns the three things that need Trio: locks, checkpoints and cancellation.
 
 from __future__ import annotations
 
+import functools
 import operator
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Final, Generic, NoReturn, TypeVar
+from typing import Final, Generic, NoReturn, TypeVar, cast
 
 import idna
 import trio
@@ -18,7 +19,7 @@ from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_
 from ._details import ConnectionDetails
 from ._engine import PLAINTEXT_BUFFER_LIMIT, Step, TLSEngine
 from ._errors import PostHandshakeAuthError
-from ._fastpath import push, send_pinned, send_small, top_up
+from ._fastpath import push, send_pinned, top_up
 from ._locks import ConflictDetector, FastLock
 from ._pinned import snapshot
 from ._stats import StreamState, TLSStreamStatistics
@@ -35,7 +36,7 @@ DEFAULT_RECEIVE_SIZE = 16 * 1024
 #: and an ``ssl.MemoryBIO`` never gives memory back. A setting, read at each call.
 TRANSPORT_RECEIVE_SIZE = 64 * 1024
 #: The most a ``receive_some(max_bytes)`` reads from a socket at once when it
-#: tops up what it already has (``_top_up``); fed to OpenSSL in
+#: tops up what it already has (``_fastpath.top_up``); fed to OpenSSL in
 #: ``TRANSPORT_RECEIVE_SIZE`` slices. A setting, read at each call.
 TOP_UP_READ_SIZE = 256 * 1024
 
@@ -48,6 +49,10 @@ CLOSE_DRAIN_LIMIT: Final = 16 * 1024 * 1024
 #: Seconds a connection that TLS failed (during the handshake or after it)
 #: spends trying to send its fatal alert (``_send_alert``).
 ALERT_TIMEOUT: Final = 1.0
+
+# Compared by identity on hot paths (a global is cheaper than an Enum lookup).
+_PROGRESS: Final = Step.PROGRESS
+_NEEDS_PEER: Final = Step.NEEDS_PEER
 
 #: What a transport's methods raise (``TransportIO`` maps everything else).
 _TRANSPORT_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
@@ -526,7 +531,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         once: the caller retries its engine operation, which may now succeed,
         and a second read could wait for data that never comes.
         """
-        # Callers ask only before the transport's EOF (``_wait_for_peer``):
+        # Callers ask only before the transport's EOF (``_drive``):
         # after it, the engine operation reports it.
         engine = self._engine
         io = self._transport_io
@@ -588,13 +593,19 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
 
     async def _drive(
         self,
-        step: Callable[[], Step],
+        step: Callable[[], object],
         what: str,
         *,
         flush_first: bool = True,
-        on_error: Callable[[ssl.SSLError], Awaitable[None]] | None = None,
-    ) -> bool:
-        """Call the engine's ``step`` until it is done; return whether we yielded.
+        on_error: Callable[[ssl.SSLError], Awaitable[object]] | None = None,
+        first: Step | None = None,
+    ) -> tuple[object, bool]:
+        """Call ``step`` until it is done; return its result and whether we yielded.
+
+        ``step`` is an engine step: it answers ``Step.PROGRESS`` or
+        ``Step.NEEDS_PEER`` until the operation is complete, then
+        ``Step.DONE`` or the operation's result (a read's plaintext).
+        ``first`` is the answer of a step the caller already took.
 
         Every operation that may need the peer is this loop around one
         engine step: the handshake, the pinned write of ``send_all``, the
@@ -632,7 +643,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         4. *NEEDS_PEER: what the peer waits for goes first.* The step may
            have queued handshake messages (a TLS 1.2 renegotiation, the
            handshake itself): they are flushed (back to 1) before we wait
-           for the peer's. Then ``_wait_for_peer``, the one way to wait:
+           for the peer's. Then the loop's one way to wait (below):
            records decrypted meanwhile on a send path are application data
            the receiver has not asked for yet; they wait in the engine's
            plaintext buffer, and once that is full we wait for the receiver
@@ -646,49 +657,50 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         """
         engine = self._engine
         yielded = False
+        outcome: object = first
         while True:
-            self._check_usable()
+            if outcome is None:
+                self._check_usable()
+                if flush_first and engine.has_outgoing():
+                    await self._flush()
+                    continue
+                try:
+                    outcome = step()
+                except ssl.SSLError as exc:
+                    if on_error is None:
+                        await self._fail(exc)
+                    return await on_error(exc), yielded
+            if outcome is _PROGRESS:
+                outcome = None
+                continue
+            if outcome is not _NEEDS_PEER:
+                return outcome, yielded  # Step.DONE, or the result
+            outcome = None
             if flush_first and engine.has_outgoing():
-                await self._flush()
                 continue
-            try:
-                outcome = step()
-                if outcome is Step.NEEDS_PEER and engine.transport_eof_seen:
-                    # OpenSSL 3 reports the transport's EOF itself
-                    # (UNEXPECTED_EOF_WHILE_READING) as soon as a step meets
-                    # it, so this guard is not reached with it; but a step
-                    # that asked for more after the EOF would otherwise spin
-                    # here for ever.
-                    raise ssl.SSLEOFError(f"the transport closed {what}")  # pragma: no cover
-            except ssl.SSLError as exc:
+            if engine.transport_eof_seen:  # pragma: no cover - a guard
+                # OpenSSL 3 reports the transport's EOF itself
+                # (UNEXPECTED_EOF_WHILE_READING) as soon as a step meets it,
+                # so this is not reached with it; but a step that asked for
+                # more after the EOF would otherwise wait here for ever.
+                eof = ssl.SSLEOFError(f"the transport closed {what}")
                 if on_error is None:
-                    await self._fail(exc)
-                await on_error(exc)
-                return yielded
-            if outcome is Step.DONE:
-                return yielded
-            if outcome is Step.PROGRESS or (flush_first and engine.has_outgoing()):
-                continue
+                    await self._fail(eof)
+                return await on_error(eof), yielded
             if engine.buffered_plaintext_bytes >= PLAINTEXT_BUFFER_LIMIT:
                 await self._plaintext_drained.park()
                 yielded = True
                 continue
-            if await self._wait_for_peer():
+            # Waiting for the peer. Bytes the peer may itself be waiting for
+            # (the rest of a record a cancelled ``send_all`` tore, a
+            # KeyUpdate's answer) go out first, or the peer's bytes come in
+            # meanwhile (``_flush_or_receive``); if another task holds the
+            # transport to send them, we read, and it wakes our read should
+            # it stop early. Otherwise one transport read.
+            if engine.must_flush_before_receiving() and not self._transport_send_lock.locked:
+                await self._flush_or_receive()
+            elif await self._receive():
                 yielded = True
-
-    async def _wait_for_peer(self) -> bool:
-        """Wait for the peer's bytes: one transport read; whether we yielded.
-
-        Bytes the peer may itself be waiting for (the rest of a record a
-        cancelled ``send_all`` tore, a KeyUpdate's answer, handshake
-        messages) go out first, or the peer's bytes come in meanwhile
-        (``_flush_or_receive``); if another task holds the transport to send
-        them, we read, and it wakes our read should it stop early.
-        """
-        if self._engine.must_flush_before_receiving() and not self._transport_send_lock.locked:
-            await self._flush_or_receive()
-            return False
-        return await self._receive()
 
     # --------------------------------------------------------- handshake
 
@@ -705,13 +717,16 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 # Another task finished it (and flushed) while we waited.
                 return yielded
             if limiter is not None:
-                if engine.server_side and not engine.ciphertext_bytes_received:
-                    # A token is for a handshake under way: a client that
-                    # connects and says nothing must not hold one, or a few
-                    # silent clients would stop every other handshake until
-                    # their timeouts. So the ClientHello comes first (an EOF
-                    # instead is reported by the handshake step).
-                    await self._wait_for_peer()
+                # A token is for a handshake under way: a client that
+                # connects and says nothing must not hold one, or a few
+                # silent clients would stop every other handshake until
+                # their timeouts. So the ClientHello comes first (an EOF
+                # instead is reported by the handshake step).
+                if (
+                    engine.server_side
+                    and not engine.ciphertext_bytes_received
+                    and await self._receive()
+                ):
                     yielded = True
                 # Borrowed by the stream, not the task: whichever task drives
                 # the handshake (the lazy first send or receive included),
@@ -719,8 +734,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 await limiter.acquire_on_behalf_of(self)  # a checkpoint
                 held = limiter
                 yielded = True
-            if await self._drive(engine.handshake_step, "during the handshake"):
-                yielded = True
+            _, waited = await self._drive(engine.handshake_step, "during the handshake")
+            yielded = yielded or waited
             # A TLS 1.3 server's session tickets wait for its next send
             # (``must_flush_before_receiving`` is false for them): flushing
             # them from a receive could deadlock against a client that only
@@ -800,13 +815,10 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             # Cancelled here, the call did nothing at all: nothing is pinned.
             await checkpoint_if_cancelled()
             self._check_usable()
-            if engine.sent_close:
+            writable = engine.writable
+            if not writable and engine.sent_close:
                 raise trio.ClosedResourceError("send_eof() was already called")
-            if (
-                not engine.has_pinned_write
-                and engine.handshake_done
-                and not self._transport_send_lock.locked
-            ):
+            if writable and not engine.has_pinned_write and not self._transport_send_lock.locked:
                 # The common case: nothing else in flight. Same engine steps
                 # as below, minus the awaits: over a socket the ciphertext
                 # goes out without waiting (other transports take nothing
@@ -814,15 +826,14 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 # finished by _drive_pinned.
                 io = self._transport_io
                 try:
-                    if not fresh and not engine.has_outgoing():
-                        # Nothing to encrypt and nothing queued: no empty
-                        # socket write (h11 ends every response with b"").
-                        pass
-                    elif len(fresh) <= engine.write_chunk and not engine.has_outgoing():
-                        send_small(engine, io, data, fresh)
-                    else:
+                    if engine.has_outgoing() or len(fresh) > engine.write_chunk:
                         engine.pin(data, fresh)
                         send_pinned(engine, io)
+                    elif fresh:
+                        # One record: the engine pins it only if it must.
+                        engine.write_small(data, fresh, io.try_send)
+                    # Else nothing to encrypt and nothing queued: no empty
+                    # socket write (h11 ends every HTTP/1.1 response with b"").
                 except ssl.SSLError as exc:
                     await self._fail(exc)
                 except _TRANSPORT_ERRORS as exc:
@@ -915,55 +926,57 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 raise
             # Once ``read`` returns plaintext nothing may await with it in
             # hand except the shielded checkpoint below, so a cancellation can
-            # never lose decrypted bytes.
-            data = b""
-
-            def read_step() -> Step:
-                nonlocal data
-                got = engine.read(max_bytes)  # an ssl.SSLError goes to failed()
-                if got is None and max_bytes > DEFAULT_RECEIVE_SIZE:
-                    # A caller that asks for more than a record: take what the
-                    # socket already holds in one go, before any waiting.
-                    receives = self._transport_io.reads
-                    got = self._top_up(b"", max_bytes) or None
-                    if got is None and receives != self._transport_io.reads:
-                        return Step.PROGRESS  # ciphertext, an EOF or an error came in
-                if got is None:
-                    return Step.NEEDS_PEER
-                data = self._top_up(got, max_bytes) if got and len(got) < max_bytes else got
-                if len(self._plaintext_drained):
-                    self._plaintext_drained.unpark_all()
-                return Step.DONE
-
-            async def failed(exc: ssl.SSLError) -> None:
-                nonlocal data
-                data = await self._read_failed(exc)
-
-            if await self._drive(read_step, "while receiving", flush_first=False, on_error=failed):
-                yielded = True
+            # never lose decrypted bytes. The first step runs here: when the
+            # plaintext is already in, no loop is needed.
+            got: object
+            try:
+                got = self._read_step(max_bytes)
+            except ssl.SSLError as exc:
+                got = await self._read_failed(exc)
+            if got is _NEEDS_PEER or got is _PROGRESS:
+                got, waited = await self._drive(
+                    functools.partial(self._read_step, max_bytes),
+                    "while receiving",
+                    flush_first=False,
+                    on_error=self._read_failed,
+                    first=cast(Step, got),
+                )
+                yielded = yielded or waited
+            data = cast(bytes, got)
         if not yielded:
             await cancel_shielded_checkpoint()
         return data
 
-    def _top_up(self, data: bytes, max_bytes: int) -> bytes:
-        """Add what the socket already holds to ``data``, up to ``max_bytes``
+    def _read_step(self, max_bytes: int) -> bytes | Step:
+        """The read step of ``receive_some``: up to ``max_bytes`` of plaintext
+        (``b""`` at the peer's close_notify), or what the loop must do.
+
+        A caller that asks for more than is decrypted gets, in this one call,
+        what the socket already holds too, up to ``max_bytes``
         (``_fastpath.top_up``), unless another task is reading or the
         transport has ended. A transport failure met on the way breaks the
-        stream; the next call reports it, after this data."""
+        stream; the next call reports it, after this data.
+        """
         engine = self._engine
-        if self._transport_receive_lock.locked or engine.transport_eof_seen:
-            return data
-        data, failure = top_up(
-            engine,
-            self._transport_io,
-            data,
-            max_bytes,
-            read_size=TOP_UP_READ_SIZE,
-            slice_size=TRANSPORT_RECEIVE_SIZE,
-        )
-        if failure is not None:
-            self._note_transport_failure(failure)
-        return data
+        got = engine.read(max_bytes)  # an ssl.SSLError propagates
+        wants_more = max_bytes > DEFAULT_RECEIVE_SIZE if got is None else 0 < len(got) < max_bytes
+        if wants_more and not self._transport_receive_lock.locked and not engine.transport_eof_seen:
+            io = self._transport_io
+            reads = io.reads
+            more, failure = top_up(
+                engine, io, got or b"", max_bytes, TOP_UP_READ_SIZE, TRANSPORT_RECEIVE_SIZE
+            )
+            if failure is not None:
+                self._note_transport_failure(failure)
+            if more:
+                got = more
+            elif reads != io.reads:
+                return _PROGRESS  # ciphertext, an EOF or an error came in
+        if got is None:
+            return _NEEDS_PEER
+        if len(self._plaintext_drained):
+            self._plaintext_drained.unpark_all()
+        return got
 
     async def _read_failed(self, exc: ssl.SSLError) -> bytes:
         """A read failed: a broken stream, or with ``https_compatible`` an EOF.
