@@ -90,6 +90,16 @@ def port_lock() -> Iterator[None]:
         yield
 
 
+def interruptible() -> None:
+    """In the child: Ctrl-C (SIGINT) interrupts, as in the newcomer's terminal.
+
+    A test run started in the background by a non-interactive shell (CI's
+    parallel lanes) inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler: the page's server would not stop.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_listening(process: subprocess.Popen[str], deadline: float) -> None:
     """Until something accepts on localhost:8443 (the program prints nothing)."""
     while True:
@@ -173,6 +183,7 @@ def test_a_newcomer_follows_readme_quickstart_and_server_page(tmp_path: Path) ->
                         stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE,
                         text=True,
+                        preexec_fn=interruptible,
                     )
                     wait_listening(server, time.monotonic() + 30)
                 elif command.startswith("trio-tlsretry serve"):
