@@ -127,6 +127,13 @@ async def receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
     return bytes(received)
 
 
+async def echo(stream: trio.abc.Stream, message: bytes, *, deadline: float = 30) -> None:
+    """Send ``message`` and check that the peer (an echo server) sends it back."""
+    with trio.fail_after(deadline):
+        await stream.send_all(message)
+        assert await receive_exactly(stream, len(message)) == message
+
+
 async def receive_until_eof(stream: trio.abc.ReceiveStream) -> bytes:
     """Everything until the peer's EOF (``b""``)."""
     received = bytearray()

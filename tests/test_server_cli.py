@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import trio
 import trustme
+from streamtools import echo
 
 from trio_tlsretry import TLSStream, open_tls_over_tcp_stream
 
@@ -114,15 +115,6 @@ async def connect(port: int, context: ssl.SSLContext | None = None) -> TLSStream
         )
         await stream.do_handshake()
     return stream
-
-
-async def echo(stream: TLSStream[trio.SocketStream], message: bytes) -> None:
-    with trio.fail_after(DEADLINE):
-        await stream.send_all(message)
-        got = bytearray()
-        while len(got) < len(message):
-            got += await stream.receive_some()
-    assert got == message
 
 
 def fingerprint(der: bytes) -> str:

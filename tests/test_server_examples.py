@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 import trustme
-from streamtools import DOCS_EXAMPLES, load_docs_example
+from streamtools import DOCS_EXAMPLES, echo, load_docs_example
 
 from trio_tlsretry import TLSStream, serve_tls_over_tcp
 from trio_tlsretry.testing import make_tls_contexts
@@ -37,15 +37,6 @@ async def open_client(
         stream = TLSStream(tcp, context, server_hostname=name)
         await stream.do_handshake()
     return stream
-
-
-async def echo(stream: TLSStream[trio.SocketStream], message: bytes) -> None:
-    with trio.fail_after(DEADLINE):
-        await stream.send_all(message)
-        got = bytearray()
-        while len(got) < len(message):
-            got += await stream.receive_some()
-    assert got == message
 
 
 def write_leaf(ca: trustme.CA, directory: Path) -> bytes:
