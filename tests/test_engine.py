@@ -33,7 +33,11 @@ def handshake(client: TLSEngine, server: TLSEngine) -> None:
     for _ in range(20):
         client.do_handshake()
         server.do_handshake()
-        if not shuttle(client, server) and client.handshake_done and server.handshake_done:
+        if (
+            not shuttle(client, server)
+            and client.stage.handshake_done
+            and server.stage.handshake_done
+        ):
             return
     raise RuntimeError("handshake did not complete")
 

@@ -45,7 +45,7 @@ class ConnectionDetails:
         )
 
     def _after_handshake(self, name: str, fn: Callable[[], _T]) -> _T:
-        if not self._engine.handshake_done:
+        if not self._engine.stage.handshake_done:
             raise NeedHandshakeError(f"call do_handshake() before asking for {name}()")
         return fn()
 

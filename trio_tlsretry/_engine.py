@@ -72,19 +72,42 @@ class Step(enum.Enum):
 
 
 class Stage(enum.Enum):
-    """Where a connection is in its life; only the engine changes it."""
+    """Where a connection is in its life; only the engine changes it.
+
+    Each member carries the facts the stream asks about as plain attributes
+    (``engine.stage.writable``): the hot paths ask them on every call, and an
+    attribute costs less than a property computed from the stage.
+    """
 
     #: The handshake has not completed.
-    HANDSHAKING = enum.auto()
+    HANDSHAKING = (1, False, False, False, False)
     #: Both directions are open.
-    OPEN = enum.auto()
+    OPEN = (2, True, True, False, False)
     #: Our close_notify is queued or sent; the peer may still send.
-    SENT_CLOSE = enum.auto()
+    SENT_CLOSE = (3, True, False, True, False)
     #: The peer's close_notify arrived (or, for an HTTPS-style stream, its
     #: EOF was accepted as one); we may still send.
-    RECEIVED_CLOSE = enum.auto()
+    RECEIVED_CLOSE = (4, True, True, False, True)
     #: Both close_notify alerts: nothing more moves.
-    CLOSED = enum.auto()
+    CLOSED = (5, True, False, True, True)
+
+    def __init__(
+        self,
+        _ordinal: int,
+        handshake_done: bool,
+        writable: bool,
+        sent_close: bool,
+        peer_closed: bool,
+    ) -> None:
+        #: Past the handshake (a close queued during it counts as past it).
+        self.handshake_done = handshake_done
+        #: Application data may be written: the handshake is done and our
+        #: close_notify is not queued.
+        self.writable = writable
+        #: Our close_notify is queued: nothing may be written after it.
+        self.sent_close = sent_close
+        #: The peer's close_notify arrived: no more application data comes.
+        self.peer_closed = peer_closed
 
 
 # The members as plain module constants: the hot paths compare stages by
@@ -206,28 +229,6 @@ class TLSEngine:
 
     # ----------------------------------------------------------------- stage
 
-    @property
-    def handshake_done(self) -> bool:
-        return self.stage is not _HANDSHAKING
-
-    @property
-    def sent_close(self) -> bool:
-        """Our close_notify is queued: nothing may be written after it."""
-        stage = self.stage
-        return stage is _SENT_CLOSE or stage is _CLOSED
-
-    @property
-    def writable(self) -> bool:
-        """Application data may be written: the handshake is done and our
-        close_notify is not queued."""
-        stage = self.stage
-        return stage is _OPEN or stage is _RECEIVED_CLOSE
-
-    @property
-    def _peer_closed(self) -> bool:
-        stage = self.stage
-        return stage is _RECEIVED_CLOSE or stage is _CLOSED
-
     def _received_close(self) -> None:
         self.stage = _AFTER_RECEIVING_CLOSE[self.stage]
 
@@ -328,7 +329,7 @@ class TLSEngine:
 
     def do_handshake(self) -> bool:
         """Advance the handshake; ``True`` once it has completed."""
-        if self.handshake_done:
+        if self.stage.handshake_done:
             return True
         queue_was_empty = not self.has_outgoing()
         try:
@@ -520,7 +521,7 @@ class TLSEngine:
         remembered and reported by :meth:`read` after the buffered plaintext,
         so the receiver sees bytes and events in wire order.
         """
-        if self._deferred_error is not None or self._peer_closed:
+        if self._deferred_error is not None or self.stage.peer_closed:
             return
         while True:
             try:
@@ -601,7 +602,7 @@ class TLSEngine:
                 self._received_close()
                 return False
             raise exc
-        if self._peer_closed:
+        if self.stage.peer_closed:
             return False
         ssl_object = self.ssl_object
         if self.nothing_to_decrypt():
@@ -730,7 +731,11 @@ class TLSEngine:
         decrypted (the bytes only leave the transport).
         """
         self.ciphertext_bytes_received += len(data)
-        if not self.handshake_done or self._deferred_error is not None or self._peer_closed:
+        if (
+            not self.stage.handshake_done
+            or self._deferred_error is not None
+            or self.stage.peer_closed
+        ):
             return
         self._incoming.write(data)
         while True:

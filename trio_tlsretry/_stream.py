@@ -6,11 +6,10 @@ owns the three things that need Trio: locks, checkpoints and cancellation.
 
 from __future__ import annotations
 
-import functools
 import operator
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import Final, Generic, NoReturn, TypeVar, cast
+from collections.abc import Callable
+from typing import Final, Generic, NoReturn, TypeVar
 
 import idna
 import trio
@@ -593,19 +592,24 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
 
     async def _drive(
         self,
-        step: Callable[[], object],
         what: str,
-        *,
-        flush_first: bool = True,
-        on_error: Callable[[ssl.SSLError], Awaitable[object]] | None = None,
-        first: Step | None = None,
+        step: Callable[[], object] | None,
+        read_size: int = 0,
+        outcome: object = _PROGRESS,
     ) -> tuple[object, bool]:
         """Call ``step`` until it is done; return its result and whether we yielded.
 
         ``step`` is an engine step: it answers ``Step.PROGRESS`` or
         ``Step.NEEDS_PEER`` until the operation is complete, then
-        ``Step.DONE`` or the operation's result (a read's plaintext).
-        ``first`` is the answer of a step the caller already took.
+        ``Step.DONE``. ``None`` stands for the read of ``receive_some``
+        (``_read_step(read_size)``), whose result is the plaintext: the one
+        operation that drains the plaintext buffer, does not flush first and
+        answers an error through ``_read_failed``. (Named here rather than
+        passed as a bound callable: a waiting receive holds its step for as
+        long as it waits, and an idle server has one per connection.)
+        ``outcome`` is the answer of a step the caller already took
+        (``receive_some`` takes its first itself: when the plaintext is
+        already in, no coroutine is needed).
 
         Every operation that may need the peer is this loop around one
         engine step: the handshake, the pinned write of ``send_all``, the
@@ -613,8 +617,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         for a client's certificate. Here is why each await sits where it
         does; the pinned write, which the library exists for, is the example.
 
-        1. *Flush before asking the engine* (``flush_first``). A new chunk is
-           encrypted only when the outgoing queue is empty. That bounds
+        1. *Flush before asking the engine* (not for the read). A new chunk
+           is encrypted only when the outgoing queue is empty. That bounds
            buffered ciphertext to about one chunk, and it makes
            ``pinned.delivered`` exact: when the queue is empty, every
            accepted byte has reached the transport. A receiver does not
@@ -637,8 +641,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
            chunk: OpenSSL's "retry with the same arguments" rule is kept by
            construction, which over memory BIOs nothing else would check. A
            TLS error from any step fails the connection (``_fail``: alert,
-           then ``BrokenResourceError``) unless the operation handles it
-           (``on_error``: a read that meets an HTTPS-style EOF).
+           then ``BrokenResourceError``) except in the read, which hands it
+           to ``_read_failed`` (an HTTPS-style EOF is the end of the data).
 
         4. *NEEDS_PEER: what the peer waits for goes first.* The step may
            have queued handshake messages (a TLS 1.2 renegotiation, the
@@ -656,64 +660,61 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
            every await.
         """
         engine = self._engine
+        receiving = step is None
         yielded = False
-        outcome: object = first
-        while True:
-            if outcome is None:
-                self._check_usable()
-                if flush_first and engine.has_outgoing():
-                    await self._flush()
-                    continue
-                try:
-                    outcome = step()
-                except ssl.SSLError as exc:
-                    if on_error is None:
-                        await self._fail(exc)
-                    return await on_error(exc), yielded
-            if outcome is _PROGRESS:
-                outcome = None
-                continue
-            if outcome is not _NEEDS_PEER:
-                return outcome, yielded  # Step.DONE, or the result
-            outcome = None
-            if flush_first and engine.has_outgoing():
-                continue
-            if engine.transport_eof_seen:  # pragma: no cover - a guard
-                # OpenSSL 3 reports the transport's EOF itself
-                # (UNEXPECTED_EOF_WHILE_READING) as soon as a step meets it,
-                # so this is not reached with it; but a step that asked for
-                # more after the EOF would otherwise wait here for ever.
-                eof = ssl.SSLEOFError(f"the transport closed {what}")
-                if on_error is None:
-                    await self._fail(eof)
-                return await on_error(eof), yielded
-            if engine.buffered_plaintext_bytes >= PLAINTEXT_BUFFER_LIMIT:
-                await self._plaintext_drained.park()
-                yielded = True
-                continue
-            # Waiting for the peer. Bytes the peer may itself be waiting for
-            # (the rest of a record a cancelled ``send_all`` tore, a
-            # KeyUpdate's answer) go out first, or the peer's bytes come in
-            # meanwhile (``_flush_or_receive``); if another task holds the
-            # transport to send them, we read, and it wakes our read should
-            # it stop early. Otherwise one transport read.
-            if engine.must_flush_before_receiving() and not self._transport_send_lock.locked:
-                await self._flush_or_receive()
-            elif await self._receive():
-                yielded = True
+        while outcome is _PROGRESS or outcome is _NEEDS_PEER:
+            if not receiving and engine.has_outgoing():
+                # 1 and 4: what is queued goes out before the engine is asked
+                # again or we wait. Then ask again, not wait: while we waited
+                # for the send lock, another task may have read the peer's
+                # bytes into the engine.
+                await self._flush()
+            elif outcome is _NEEDS_PEER:
+                if not receiving and engine.buffered_plaintext_bytes >= PLAINTEXT_BUFFER_LIMIT:
+                    # The receiver drains this buffer (and never meets it
+                    # full here: it reads the buffer first).
+                    await self._plaintext_drained.park()
+                    yielded = True
+                elif engine.transport_eof_seen:  # pragma: no cover - a guard
+                    # OpenSSL 3 reports the transport's EOF itself
+                    # (UNEXPECTED_EOF_WHILE_READING) as soon as a step meets it,
+                    # so this is not reached with it; but a step that asked for
+                    # more after the EOF would otherwise wait here for ever.
+                    eof = ssl.SSLEOFError(f"the transport closed {what}")
+                    if not receiving:
+                        await self._fail(eof)
+                    return await self._read_failed(eof), yielded
+                elif engine.must_flush_before_receiving() and not self._transport_send_lock.locked:
+                    # Bytes the peer may itself be waiting for (the rest of a
+                    # record a cancelled ``send_all`` tore, a KeyUpdate's
+                    # answer) go out first, or the peer's bytes come in
+                    # meanwhile (``_flush_or_receive``). If another task holds
+                    # the transport to send them, we read (below), and it
+                    # wakes our read should it stop early.
+                    await self._flush_or_receive()
+                elif await self._receive():  # one transport read
+                    yielded = True
+            self._check_usable()
+            try:
+                outcome = self._read_step(read_size) if step is None else step()
+            except ssl.SSLError as exc:
+                if not receiving:
+                    await self._fail(exc)
+                return await self._read_failed(exc), yielded
+        return outcome, yielded  # Step.DONE, or the plaintext read
 
     # --------------------------------------------------------- handshake
 
     async def _ensure_handshake(self) -> bool:
         """Complete the handshake if needed; return whether we yielded."""
         engine = self._engine
-        if engine.handshake_done:
+        if engine.stage.handshake_done:
             return False
         yielded = await _acquire(self._handshake_lock)
         limiter = self._handshake_limiter
         held: trio.CapacityLimiter | None = None
         try:
-            if engine.handshake_done:
+            if engine.stage.handshake_done:
                 # Another task finished it (and flushed) while we waited.
                 return yielded
             if limiter is not None:
@@ -734,7 +735,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 await limiter.acquire_on_behalf_of(self)  # a checkpoint
                 held = limiter
                 yielded = True
-            _, waited = await self._drive(engine.handshake_step, "during the handshake")
+            _, waited = await self._drive("during the handshake", engine.handshake_step)
             yielded = yielded or waited
             # A TLS 1.3 server's session tickets wait for its next send
             # (``must_flush_before_receiving`` is false for them): flushing
@@ -787,7 +788,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
 
     async def _drive_pinned(self) -> None:
         """Push the pinned write (if any) through the engine to the transport."""
-        await self._drive(self._engine.advance_pinned_write, "during a renegotiation")
+        await self._drive("during a renegotiation", self._engine.advance_pinned_write)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt and send all of ``data``.
@@ -815,8 +816,8 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             # Cancelled here, the call did nothing at all: nothing is pinned.
             await checkpoint_if_cancelled()
             self._check_usable()
-            writable = engine.writable
-            if not writable and engine.sent_close:
+            writable = engine.stage.writable
+            if not writable and engine.stage.sent_close:
                 raise trio.ClosedResourceError("send_eof() was already called")
             if writable and not engine.has_pinned_write and not self._transport_send_lock.locked:
                 # The common case: nothing else in flight. Same engine steps
@@ -916,7 +917,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 return b""
             self._check_usable()
             try:
-                yielded = False if engine.handshake_done else await self._ensure_handshake()
+                yielded = False if engine.stage.handshake_done else await self._ensure_handshake()
             except trio.BrokenResourceError:
                 # An EOF that broke the handshake is an EOF to an HTTPS-style
                 # receiver; the stream stays broken for sending.
@@ -928,24 +929,17 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             # hand except the shielded checkpoint below, so a cancellation can
             # never lose decrypted bytes. The first step runs here: when the
             # plaintext is already in, no loop is needed.
-            got: object
+            data: object
             try:
-                got = self._read_step(max_bytes)
+                data = self._read_step(max_bytes)
             except ssl.SSLError as exc:
-                got = await self._read_failed(exc)
-            if got is _NEEDS_PEER or got is _PROGRESS:
-                got, waited = await self._drive(
-                    functools.partial(self._read_step, max_bytes),
-                    "while receiving",
-                    flush_first=False,
-                    on_error=self._read_failed,
-                    first=cast(Step, got),
-                )
+                data = await self._read_failed(exc)
+            if data is _NEEDS_PEER or data is _PROGRESS:
+                data, waited = await self._drive("while receiving", None, max_bytes, data)
                 yielded = yielded or waited
-            data = cast(bytes, got)
         if not yielded:
             await cancel_shielded_checkpoint()
-        return data
+        return data  # type: ignore[return-value]  # the step's result: bytes
 
     def _read_step(self, max_bytes: int) -> bytes | Step:
         """The read step of ``receive_some``: up to ``max_bytes`` of plaintext
@@ -959,7 +953,12 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         """
         engine = self._engine
         got = engine.read(max_bytes)  # an ssl.SSLError propagates
-        wants_more = max_bytes > DEFAULT_RECEIVE_SIZE if got is None else 0 < len(got) < max_bytes
+        if got is not None:
+            wants_more = 0 < len(got) < max_bytes
+        elif max_bytes <= DEFAULT_RECEIVE_SIZE:
+            return _NEEDS_PEER  # a caller who asks for one record waits for it
+        else:
+            wants_more = True
         if wants_more and not self._transport_receive_lock.locked and not engine.transport_eof_seen:
             io = self._transport_io
             reads = io.reads
@@ -1021,7 +1020,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         with self._send_conflict:
             await checkpoint_if_cancelled()
             self._check_usable()
-            if self._engine.sent_close:
+            if self._engine.stage.sent_close:
                 # A cancelled call may have left part of the close_notify queued.
                 await self._flush()
                 # (A flush over a socket may not wait: the call's checkpoint.)
@@ -1086,7 +1085,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 await self._ensure_handshake()
                 try:
                     await self._drive_pinned()
-                    if not self._engine.sent_close:
+                    if not self._engine.stage.sent_close:
                         try:
                             self._engine.start_shutdown()
                         except ssl.SSLError as exc:
@@ -1157,7 +1156,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             self._check_usable()
             await self._ensure_handshake()
             await self._drive_pinned()
-            await self._drive(engine.shutdown_step, "before the peer's close_notify")
+            await self._drive("before the peer's close_notify", engine.shutdown_step)
             await self._flush()
             self._mark_closed()
             trailing = engine.take_trailing_ciphertext()
@@ -1203,7 +1202,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
             self._check_usable()
             await self._ensure_handshake()
             if not engine.certificate_requested:
-                if engine.sent_close:
+                if engine.stage.sent_close:
                     # A CertificateRequest after our close_notify would be a
                     # record after the closure alert (RFC 8446 section 6.1).
                     raise trio.ClosedResourceError("send_eof() was already called")
@@ -1224,5 +1223,5 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                     ) from exc
             # Application data that arrives meanwhile waits in the engine's
             # plaintext buffer for receive_some.
-            await self._drive(engine.client_certificate_step, "before the client's certificate")
+            await self._drive("before the client's certificate", engine.client_certificate_step)
             await cancel_shielded_checkpoint()
