@@ -14,7 +14,8 @@ is left in the engine's usual state for the stream's drive loop.
 The caller makes sure no other task holds the transport in the same
 direction (none can take it before we return: there is no await), and maps
 a failing transport's ``trio.BrokenResourceError`` /
-``trio.ClosedResourceError`` to what its caller sees.
+``trio.ClosedResourceError`` to what its caller sees (``drain`` swallows
+them: it runs as the transport closes).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import trio
 from ._engine import Step, TLSEngine
 from ._transport import TransportIO
 
-__all__ = ["push", "send_pinned", "top_up"]
+__all__ = ["drain", "push", "send_pinned", "top_up"]
 
 
 def push(engine: TLSEngine, io: TransportIO) -> None:
@@ -121,3 +122,33 @@ def top_up(
 
 def _joined(pieces: list[bytes]) -> bytes:
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def drain(engine: TLSEngine, io: TransportIO, limit: int, read_size: int) -> None:
+    """Read what the transport already holds, up to ``limit`` bytes, just before it closes.
+
+    Linux answers ``close()`` on a socket that still holds unread bytes
+    with a reset instead of a FIN (RFC 2525 section 2.17), and a reset
+    makes the peer's kernel discard whatever it had received and not yet
+    handed to its application: the end of an upload, our close_notify.
+    Unread bytes are common at close: a TLS 1.3 server's session tickets
+    reach a client that only sends, a peer's close_notify arrives after
+    our last read. So, as nginx's lingering close does after a response,
+    the stream reads before closing; here only what is already there, so a
+    close never waits for the peer. TLS records go through the engine
+    (``absorb_at_close``: a client keeps the session tickets it was sent,
+    and can resume later); everything else is dropped. Bytes that arrive
+    after this still cause a reset: docs/closing.rst says when that can
+    happen. Other transports give nothing here (they cannot be read
+    without waiting, and reset nothing).
+    """
+    budget = limit
+    while budget > 0:
+        try:
+            data = io.try_receive(min(budget, read_size))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        if not data:  # nothing there (None), or the peer's FIN (b"")
+            return
+        budget -= len(data)
+        engine.absorb_at_close(data)

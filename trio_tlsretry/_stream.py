@@ -18,7 +18,7 @@ from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_
 from ._details import ConnectionDetails
 from ._engine import PLAINTEXT_BUFFER_LIMIT, Step, TLSEngine
 from ._errors import PostHandshakeAuthError
-from ._fastpath import push, send_pinned, top_up
+from ._fastpath import drain, push, send_pinned, top_up
 from ._locks import ConflictDetector, FastLock
 from ._pinned import snapshot
 from ._stats import StreamState, TLSStreamStatistics
@@ -1105,35 +1105,13 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         await self.transport_stream.aclose()
 
     def _drain_before_close(self) -> None:
-        """Read what the kernel already holds for this socket, without waiting.
+        """Read what the kernel already holds, so the close is a FIN, not a reset.
 
-        Linux answers ``close()`` on a socket that still holds unread bytes
-        with a reset instead of a FIN (RFC 2525 section 2.17), and a reset
-        makes the peer's kernel discard whatever it had received and not yet
-        handed to its application: the end of an upload, our close_notify.
-        Unread bytes are common at close: a TLS 1.3 server's session tickets
-        reach a client that only sends, a peer's close_notify arrives after
-        our last read. So, as nginx's lingering close does after a response,
-        we read before closing; here only what is already there, so a close
-        never waits for the peer. TLS records go through the engine (a
-        client keeps the session tickets it was sent, and can resume
-        later); everything else is dropped. Bytes that arrive after this
-        still cause a reset: docs/closing.rst says when that can happen.
-        Only over an operating-system socket: other transports cannot be
-        read without waiting, and reset nothing.
+        ``_fastpath.drain`` says why; here only the bound
+        (``CLOSE_DRAIN_LIMIT``). A transport failure met on the way ends the
+        drain and is not reported: the stream is closing.
         """
-        io = self._transport_io
-        engine = self._engine
-        budget = CLOSE_DRAIN_LIMIT
-        while budget > 0:
-            try:
-                data = io.try_receive(min(budget, TRANSPORT_RECEIVE_SIZE))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-            if not data:  # nothing there (None), or the peer's FIN (b"")
-                return
-            budget -= len(data)
-            engine.absorb_at_close(data)
+        drain(self._engine, self._transport_io, CLOSE_DRAIN_LIMIT, TRANSPORT_RECEIVE_SIZE)
 
     def _mark_closed(self) -> None:
         """The stream is closed for good; wake a sender parked on the buffer."""
