@@ -78,6 +78,18 @@ def _check_side(side: str) -> None:
         raise ValueError(f"side must be 'send' or 'receive', not {side!r}")
 
 
+def _within_budget(limit: int | None, used: int, max_bytes: int | None) -> tuple[int | None, bool]:
+    """A receive's ``max_bytes`` clipped to what is left of a byte budget
+    (``limit`` bytes, ``used`` so far; ``None`` means no budget), and whether
+    the budget is spent."""
+    if limit is None:
+        return max_bytes, False
+    room = limit - used
+    if room <= 0:
+        return max_bytes, True
+    return (room if max_bytes is None or max_bytes > room else max_bytes), False
+
+
 class FaultStream(trio.abc.HalfCloseableStream):
     """Base class of the fault-injecting wrappers: a pass-through stream.
 
@@ -424,13 +436,9 @@ class FailingStream(FaultStream):
         await self._fail()
 
     async def _receive(self, max_bytes: int | None) -> bytes | bytearray:
-        limit = self.fail_after_received
-        if limit is not None:
-            room = limit - self.bytes_received
-            if room <= 0:
-                self.failed = True
-            elif max_bytes is None or max_bytes > room:
-                max_bytes = room
+        max_bytes, spent = _within_budget(self.fail_after_received, self.bytes_received, max_bytes)
+        if spent:
+            self.failed = True
         if self.failed:
             await self._fail()
         with trio.CancelScope() as scope:
@@ -645,13 +653,9 @@ class AbruptEOFStream(FaultStream):
             self._scope.cancel()
 
     async def _receive(self, max_bytes: int | None) -> bytes | bytearray:
-        limit = self.eof_after
-        if limit is not None:
-            room = limit - self.bytes_received
-            if room <= 0:
-                self.at_eof = True
-            elif max_bytes is None or max_bytes > room:
-                max_bytes = room
+        max_bytes, spent = _within_budget(self.eof_after, self.bytes_received, max_bytes)
+        if spent:
+            self.at_eof = True
         if self.at_eof:
             await checkpoint()
             return b""
