@@ -14,6 +14,7 @@ from pyopenssl_peer import ManualPeer, PyOpenSSLPeer, client_context, server_con
 from streamtools import transport_pair
 
 from trio_tlsretry import StreamState, TLSStream
+from trio_tlsretry._engine import Step, TLSEngine
 from trio_tlsretry.testing import cancel_at_checkpoint
 
 SIZE = 6 * 1024 * 1024
@@ -61,6 +62,31 @@ async def test_renegotiation_during_two_way_transfer(transport: str, renegotiati
     assert len(got) == SIZE and digest(got) == digest(download)
     assert client.version() == "TLSv1.2"
     await trio.aclose_forcefully(client)  # the peer no longer reads
+
+
+@pytest.mark.parametrize("transport", ["lockstep", "exact"])
+async def test_a_chunk_is_encrypted_only_into_an_empty_queue(
+    transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docs/design.rst, point 1 of the loop: the pinned write encrypts its next
+    # chunk only once every queued byte has reached the transport, which is
+    # what makes the count of delivered bytes exact. A renegotiation during a
+    # two-way transfer is where other tasks queue bytes while the sender
+    # waits: the reader answers the peer's handshake, and a flush that only
+    # sends what the peer waits for leaves application data behind. (With
+    # the loop stepping straight after a wait, every lockstep run broke
+    # this, and about 1 run in 100 then hung.)
+    steps_into_a_full_queue = 0
+    advance = TLSEngine.advance_pinned_write
+
+    def checked(engine: TLSEngine) -> Step:
+        nonlocal steps_into_a_full_queue
+        steps_into_a_full_queue += engine.has_outgoing()
+        return advance(engine)
+
+    monkeypatch.setattr(TLSEngine, "advance_pinned_write", checked)
+    await test_renegotiation_during_two_way_transfer(transport, 3)
+    assert steps_into_a_full_queue == 0
 
 
 @pytest.mark.parametrize("transport", ["exact", "socket"])

@@ -662,13 +662,18 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
         engine = self._engine
         receiving = step is None
         yielded = False
+        # Each turn does one thing: flush, wait, or ask the engine. After a
+        # flush or a wait the engine is asked again, and for a sender only
+        # once the queue is empty (see 1).
         while outcome is _PROGRESS or outcome is _NEEDS_PEER:
             if not receiving and engine.has_outgoing():
                 # 1 and 4: what is queued goes out before the engine is asked
-                # again or we wait. Then ask again, not wait: while we waited
-                # for the send lock, another task may have read the peer's
-                # bytes into the engine.
+                # again or we wait. Other tasks may queue more meanwhile (a
+                # renegotiation's answer that a read produced, what a
+                # ``_flush_or_receive`` left behind), so this repeats until
+                # the queue is empty.
                 await self._flush()
+                outcome = _PROGRESS
             elif outcome is _NEEDS_PEER:
                 if not receiving and engine.buffered_plaintext_bytes >= PLAINTEXT_BUFFER_LIMIT:
                     # The receiver drains this buffer (and never meets it
@@ -694,13 +699,15 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                     await self._flush_or_receive()
                 elif await self._receive():  # one transport read
                     yielded = True
-            self._check_usable()
-            try:
-                outcome = self._read_step(read_size) if step is None else step()
-            except ssl.SSLError as exc:
-                if not receiving:
-                    await self._fail(exc)
-                return await self._read_failed(exc), yielded
+                outcome = _PROGRESS
+            else:
+                self._check_usable()
+                try:
+                    outcome = self._read_step(read_size) if step is None else step()
+                except ssl.SSLError as exc:
+                    if not receiving:
+                        await self._fail(exc)
+                    return await self._read_failed(exc), yielded
         return outcome, yielded  # Step.DONE, or the plaintext read
 
     # --------------------------------------------------------- handshake
