@@ -675,12 +675,7 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                 await self._flush()
                 outcome = _PROGRESS
             elif outcome is _NEEDS_PEER:
-                if not receiving and engine.buffered_plaintext_bytes >= PLAINTEXT_BUFFER_LIMIT:
-                    # The receiver drains this buffer (and never meets it
-                    # full here: it reads the buffer first).
-                    await self._plaintext_drained.park()
-                    yielded = True
-                elif engine.transport_eof_seen:  # pragma: no cover - a guard
+                if engine.transport_eof_seen:  # pragma: no cover - a guard
                     # OpenSSL 3 reports the transport's EOF itself
                     # (UNEXPECTED_EOF_WHILE_READING) as soon as a step meets it,
                     # so this is not reached with it; but a step that asked for
@@ -689,6 +684,13 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
                     if not receiving:
                         await self._fail(eof)
                     return await self._read_failed(eof), yielded
+                elif not receiving and engine.buffered_plaintext_bytes >= PLAINTEXT_BUFFER_LIMIT:
+                    # The receiver drains this buffer (and never meets it
+                    # full here: it reads the buffer first). After the EOF
+                    # check: once the transport has ended, waiting for a
+                    # receiver to make room could not help.
+                    await self._plaintext_drained.park()
+                    yielded = True
                 elif engine.must_flush_before_receiving() and not self._transport_send_lock.locked:
                     # Bytes the peer may itself be waiting for (the rest of a
                     # record a cancelled ``send_all`` tore, a KeyUpdate's
