@@ -621,9 +621,12 @@ class TLSStream(ConnectionDetails, trio.abc.HalfCloseableStream, Generic[T_Strea
            is encrypted only when the outgoing queue is empty. That bounds
            buffered ciphertext to about one chunk, and it makes
            ``pinned.delivered`` exact: when the queue is empty, every
-           accepted byte has reached the transport. A receiver does not
-           flush first: it must never wait behind application data the peer
-           is not reading (see 4).
+           accepted byte has reached the transport. Other tasks may queue
+           bytes while we flush or wait (a reader's answer to a
+           renegotiation), so after every flush and every wait the loop
+           comes back here, never straight to the engine. A receiver does
+           not flush first: it must never wait behind application data the
+           peer is not reading (see 4).
 
         2. *The flush is the only await that can lose anything, and only over
            a transport that cannot report progress.* Over a
