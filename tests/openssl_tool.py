@@ -41,6 +41,7 @@ class OpenSSLTool:
         self._changed = trio.Event()
         self._open_pipes = 2
         self._stdout_unread = False
+        self._stdout_read_first = 0
         self._stdout_resumed = trio.Event()
 
     def _wake(self) -> None:
@@ -49,9 +50,13 @@ class OpenSSLTool:
 
     async def _collect(self, stream: trio.abc.ReceiveStream, into: bytearray) -> None:
         while True:
-            while into is self.stdout and self._stdout_unread:
-                await self._stdout_resumed.wait()
-            chunk = await stream.receive_some(65536)
+            size = 65536
+            if into is self.stdout:
+                while self._stdout_unread and len(into) >= self._stdout_read_first:
+                    await self._stdout_resumed.wait()
+                if self._stdout_unread:
+                    size = min(size, self._stdout_read_first - len(into))
+            chunk = await stream.receive_some(size)
             if not chunk:
                 break
             into += chunk
@@ -92,8 +97,9 @@ class OpenSSLTool:
         return bytes(self.stderr[since:]).decode("latin-1")
 
     @asynccontextmanager
-    async def stdout_unread(self) -> AsyncIterator[None]:
-        """Leave openssl's stdout unread inside the block.
+    async def stdout_unread(self, after: int = 0) -> AsyncIterator[None]:
+        """Leave openssl's stdout unread inside the block, once ``after``
+        bytes of it have been collected.
 
         Once the pipe is full openssl cannot write what it receives, so it
         stops reading its socket and its peer's sends stall: a way to hold a
@@ -101,6 +107,7 @@ class OpenSSLTool:
         received when the block starts is still collected.
         """
         assert not self._stdout_unread, "stdout_unread() does not nest"
+        self._stdout_read_first = after
         self._stdout_unread = True
         try:
             yield

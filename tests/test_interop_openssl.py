@@ -24,6 +24,7 @@ stalls the download until the command is acted on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -283,7 +284,19 @@ async def test_s_client_against_server(
             assert stream.version() == VERSION_NAME[version]
             await client.wait_for(lambda: b"CONNECTION ESTABLISHED" in client.stderr)
 
-            async with trio.open_nursery() as transfer:
+            async with trio.open_nursery() as transfer, contextlib.AsyncExitStack() as held:
+                if concurrent_download and command is not None:
+                    # The download must still be in mid-flight when the
+                    # KeyUpdate arrives (below). Read freely, it need not be:
+                    # s_client reads its stdin only when its socket has
+                    # nothing for it, and the kernel may hold most of the
+                    # download by then (tcp_rmem's maximum can exceed it:
+                    # 32 MiB on the machine where this failed 1 run in 36).
+                    # So stdout is read up to 1 MiB and then left unread:
+                    # s_client stops reading its socket once the pipe is
+                    # full, the server's send_all stalls with the rest
+                    # unsent, and s_client reads its stdin.
+                    await held.enter_async_context(client.stdout_unread(after=MiB))
                 transfer.start_soon(send_download, stream)
                 await client.send(upload[:half])
                 await receive_upload(stream, half)  # s_client consumed its stdin
@@ -299,34 +312,28 @@ async def test_s_client_against_server(
                 if command is None:
                     await client.send(upload[half:])
                 elif concurrent_download:
-                    # s_client reads its stdin only when its socket has
-                    # nothing for it, so while the download flows a letter
-                    # can wait unread until the download is over. With its
-                    # stdout unread, s_client stops reading its socket once
-                    # the pipe is full (the server's send_all stalls in
-                    # mid-download) and reads the letter.
+                    # With its stdout unread (above), s_client's socket is
+                    # stalled, so it reads the letter from its stdin.
                     mark = len(client.stderr)
                     byte_after_command = trio.Event()
                     async with trio.open_nursery() as during:
                         # The server must keep reading: the KeyUpdate
                         # arrives in its receive_some.
                         during.start_soon(receive_upload, stream, half + 1, byte_after_command)
-                        async with client.stdout_unread():
-                            await run_to_proof(
-                                client, command, [KEY_UPDATE_SENT], trace_on_stderr=True
-                            )
-                            await client.send(upload[half : half + 1])
-                            # The KeyUpdate came before that byte: the server
-                            # has read it.
-                            await byte_after_command.wait()
-                            # The download is still in mid-flight. With
-                            # plaintext left, the send_all writes again, and
-                            # OpenSSL sends the answer "K" asks for with the
-                            # next write, not when it reads the request.
-                            download_left = len(download) - stream.statistics().plaintext_bytes_sent
-                            assert download_left > 0, (
-                                "the whole download was sent before the KeyUpdate was read"
-                            )
+                        await run_to_proof(client, command, [KEY_UPDATE_SENT], trace_on_stderr=True)
+                        await client.send(upload[half : half + 1])
+                        # The KeyUpdate came before that byte: the server has
+                        # read it.
+                        await byte_after_command.wait()
+                        # The download is still in mid-flight. With plaintext
+                        # left, the send_all writes again, and OpenSSL sends
+                        # the answer "K" asks for with the next write, not
+                        # when it reads the request.
+                        download_left = len(download) - stream.statistics().plaintext_bytes_sent
+                        assert download_left > 0, (
+                            "the whole download was sent before the KeyUpdate was read"
+                        )
+                    await held.aclose()  # stdout is read again: the download goes on
                     await wait_for_proofs(client, proofs, lambda: client.stderr_trace(mark))
                     await client.send(upload[half + 1 :])
                 else:
