@@ -110,15 +110,6 @@ class Stage(enum.Enum):
         self.peer_closed = peer_closed
 
 
-# The members as plain module constants: the hot paths compare stages by
-# identity (an Enum member's hash is computed in Python, and a lookup on the
-# Enum class costs more than a global's).
-_HANDSHAKING: Final = Stage.HANDSHAKING
-_OPEN: Final = Stage.OPEN
-_SENT_CLOSE: Final = Stage.SENT_CLOSE
-_RECEIVED_CLOSE: Final = Stage.RECEIVED_CLOSE
-_CLOSED: Final = Stage.CLOSED
-
 #: What each stage becomes when our close_notify is queued...
 _AFTER_SENDING_CLOSE: Final = {
     Stage.HANDSHAKING: Stage.SENT_CLOSE,
